@@ -37,7 +37,7 @@ VPY="$VENV/bin/python"
 # 2. pinned Python dependencies
 deps_hash="$(hash_of "$ROOT/requirements.txt" "$ROOT/constraints.txt")"
 if ! stamp_ok deps "$deps_hash"; then
-  log "installing Python dependencies (first run: ~2 min, ~5.5 GB)"
+  log "installing Python dependencies (first run: ~2 min, ~6.4 GB)"
   "$VPY" -m pip install -q --upgrade pip 2>/dev/null || log "could not upgrade pip; going on"
   "$VPY" -m pip install -q -r "$ROOT/requirements.txt" -c "$ROOT/constraints.txt"
   stamp deps "$deps_hash"

@@ -40,3 +40,21 @@ def test_console_commands(tmp_path: Path, command: list[str]) -> None:
     out = subprocess.run([str(exe), *command[1:]], cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert ("Usage" in out.stdout) if command[0] == "vltseg" else ("Detection2DArray" in out.stdout)
+
+
+def test_setup_names_missing_system_tool(tmp_path: Path) -> None:
+    """With cmake missing from PATH the set-up stops at once, naming the Debian package."""
+    import shutil
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for tool in ("python3", "dirname", "bash", "make", "c++", "cc"):
+        found = shutil.which(tool)
+        if found:
+            (bindir / tool).symlink_to(found)
+    setup = Path(__file__).parents[1] / "scripts" / "setup.sh"
+    env = {"HOME": str(tmp_path), "PATH": str(bindir), "VLTSEG_VENV": str(tmp_path / "venv")}
+    out = subprocess.run([str(bindir / "bash"), str(setup)], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert "'cmake' not found; install it with: apt-get install -y cmake" in out.stderr
+    assert not (tmp_path / "venv").exists(), "nothing may be created before the checks pass"
