@@ -58,3 +58,27 @@ def test_setup_names_missing_system_tool(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert "'cmake' not found; install it with: apt-get install -y cmake" in out.stderr
     assert not (tmp_path / "venv").exists(), "nothing may be created before the checks pass"
+
+
+def test_pip_install_gives_core_and_commands_without_ros(tmp_path: Path) -> None:
+    """`pip install .` packages both Python packages and both console commands; `vltseg`
+    itself runs when rclpy cannot be imported."""
+    import zipfile
+
+    root = Path(__file__).parents[1]
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(root)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    (wheel,) = tmp_path.glob("vltseg-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "vltseg_core/cli.py" in names and "vltseg_ros/cli.py" in names
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "vltseg = vltseg_core.cli:app" in text and "vltseg-ros = vltseg_ros.cli:main" in text
+
+    no_ros = "import sys; sys.modules['rclpy'] = None; from vltseg_core.cli import app; app(['--help'])"
+    run = subprocess.run([sys.executable, "-c", no_ros], cwd=root, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "Usage" in run.stdout
