@@ -110,7 +110,7 @@ def test_bdd_split_without_labels(tmp_path):
 
     make_bdd(tmp_path, official=True, split="test", n=1)
     shutil.rmtree(tmp_path / "labels" / "sem_seg" / "masks" / "test")
-    with pytest.raises(DatasetError, match=r"split 'val' not found under .*10k \(found: \['test'\]"):
+    with pytest.raises(DatasetError, match=r"split 'val' not found .*10k \(found: \['test'\]"):
         build_dataset("bdd100k", tmp_path, "val")
     with pytest.raises(DatasetError, match=r"split 'test' has no labels: missing .*masks.test"):
         build_dataset("bdd100k", tmp_path, "test")

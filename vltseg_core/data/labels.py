@@ -71,7 +71,8 @@ def palette() -> np.ndarray:
 
 
 def thing_train_ids() -> tuple[int, ...]:
-    """Train ids of the 8 instance classes (person, rider, car, truck, bus, train, motorcycle, bicycle)."""
+    """Train ids of the 8 instance classes: person, rider, car, truck, bus, train, motorcycle,
+    bicycle (``hasInstances`` and evaluated in the official table)."""
     return tuple(c.train_id for c in cityscapes_classes() if c.is_thing)
 
 

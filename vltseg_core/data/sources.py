@@ -25,6 +25,7 @@ from vltseg_core.data.io import (
     require_split_dir,
 )
 from vltseg_core.data.labels import (
+    VISTAS_V12_NAMES,
     bdd100k_lut,
     cityscapes_lut,
     mapillary_lut,
@@ -165,5 +166,6 @@ class Mapillary(SegDataset):
         labels = _index(lab_dir, "*.png", "Mapillary labels")
         pairs = pair_by_stem(images, labels, f"Mapillary {split}")
         config = root / "config_v1.2.json"
-        lut = mapillary_lut(vistas_names_from_config(config)) if config.is_file() else mapillary_lut()
+        names = vistas_names_from_config(config) if config.is_file() else VISTAS_V12_NAMES
+        lut = mapillary_lut(names)
         super().__init__(_records(pairs), {"train": lut}, boxes=False)

@@ -116,9 +116,10 @@ def _progress(it, enabled: bool):
     return track(it, description="scoring")
 
 
-def score_main(pred_dir: Path, dataset: str, root: Path, split: str, out: Path) -> dict:
+def score_main(pred_dir: Path, dataset: str, root: Path, split: str, out: Path,
+               pred_format: PredFormat = "auto") -> dict:
     """CLI body of ``vltseg score``: score, write metrics.{json,md} and plots to ``out``."""
-    res = score_folder(pred_dir, dataset, root, split, progress=True)
+    res = score_folder(pred_dir, dataset, root, split, pred_format, progress=True)
     title = f"{dataset} {split}: {Path(pred_dir).name}"
     extra = {"dataset": dataset, "root": str(root), "split": split, "pred_dir": str(pred_dir),
              "n_images": res.n_images, "pred_format": res.pred_format}
