@@ -130,14 +130,14 @@ class Canvas:
         y0, x0, mask = m
         sl = (slice(y0, y0 + mask.shape[0]), slice(x0, x0 + mask.shape[1]))
         col = np.asarray(rgb, np.float32)
-        if tex is not None and amp:
-            col = col[None, :] * (1.0 + amp * tex[sl][mask][:, None])
-        self.img[sl][mask] = col
-        self.lab[sl][mask] = label
-        self.inst[sl][mask] = label if inst is None else inst
+        if tex is not None and amp:  # colour over the box, written where the mask is set
+            col = col * (1.0 + amp * tex[sl][..., None])
+        np.copyto(self.img[sl], col, where=mask[..., None])
+        np.copyto(self.lab[sl], label, where=mask, casting="unsafe")
+        np.copyto(self.inst[sl], label if inst is None else inst, where=mask, casting="unsafe")
         if isinstance(depth, np.ndarray):
-            depth = np.broadcast_to(depth, (self.h, self.w))[sl][mask]
-        self.depth[sl][mask] = depth
+            depth = np.broadcast_to(depth, (self.h, self.w))[sl]
+        np.copyto(self.depth[sl], depth, where=mask, casting="unsafe")
 
 
 def noise_field(rng: np.random.Generator, h: int, w: int, cell: int) -> np.ndarray:
