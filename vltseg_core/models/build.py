@@ -276,12 +276,17 @@ def count_flops(model: nn.Module, size: tuple[int, int], batch: int = 1) -> int:
     device = next(model.parameters()).device
     x = torch.zeros(batch, 3, *size, device=device)
     was_training = model.training
+    flags = {p: p.requires_grad for p in model.parameters()}
     model.eval()
-    try:
+    try:  # FlopCounterMode's module tracker trips over views of trainable leaves in no_grad
+        for p in flags:
+            p.requires_grad_(False)
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(x)
     finally:
         model.train(was_training)
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
     return int(counter.get_total_flops())
 
 

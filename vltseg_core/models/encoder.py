@@ -304,6 +304,7 @@ class ViTEncoder(nn.Module):
         self.embed_dim: int = int(trunk.embed_dim)
         self.freeze_blocks = 0
         self.freeze(freeze_blocks)
+        self.load_report: LoadReport | None = None  # set by load_open_clip
 
     @property
     def num_blocks(self) -> int:
@@ -373,6 +374,7 @@ class ViTEncoder(nn.Module):
         else:
             state, source = read_state_dict(path_or_state), os.fspath(path_or_state)
         report = load_trunk_weights(self.trunk, state, self.family, strict=strict, source=source)
+        self.load_report = report
         log.info("encoder weights from %s: %d missing, %d unexpected, %d ignored, resampled %s",
                  source, len(report.missing), len(report.unexpected), len(report.ignored),
                  report.resampled)
