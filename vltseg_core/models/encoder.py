@@ -106,7 +106,7 @@ def create_trunk(
     for key, value in (("embed_dim", embed_dim), ("depth", depth), ("num_heads", num_heads)):
         if value is not None:
             kwargs[key] = value
-    if quick_gelu:
+    if quick_gelu or clip_name.endswith("-quickgelu"):
         if spec.family != "clip":
             raise ValueError(f"quick_gelu only applies to OpenAI-CLIP towers, not {clip_name}")
         kwargs["act_layer"] = "quick_gelu"
