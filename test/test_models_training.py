@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from vltseg_core.models import (
+    build_from_preset,
     build_model,
+    count_flops,
     get_preset,
     load_checkpoint,
     model_summary,
@@ -189,6 +191,9 @@ def test_model_summary_and_table() -> None:
     full = model_summary("vltseg_clip_b16_m2f", (512, 1024))  # meta device: no compute
     assert 100 < full["params_m"] < 130 and full["encoder_params_m"] == pytest.approx(85.8, abs=0.5)
     assert full["gflops"] > 300
+    with torch.device("meta"):
+        on_meta = build_from_preset(get_preset("vltseg_tiny_m2f"), 19)
+    assert count_flops(model, (64, 96)) == count_flops(on_meta, (64, 96))  # fused CPU attention counted
     out = io.StringIO()
     rows = print_model_table(["vltseg_tiny_m2f", "vltseg_tiny_eva02_m2f"], file=out)
     assert len(rows) == 2 and "vltseg_tiny_eva02_m2f" in out.getvalue() and "GFLOPs" in out.getvalue()
