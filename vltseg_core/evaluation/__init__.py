@@ -1,0 +1,1 @@
+"""Evaluation: confusion-matrix metrics, scoring of prediction folders, reports and plots."""
