@@ -109,7 +109,7 @@ def test_eval_then_score_agree(tiny_checkpoint: Path, tmp_path: Path,
     pred = tmp_path / "pred"
     val = sorted((root / "leftImg8bit" / "val").rglob("*.png"))
     res = runner.invoke(app, ["predict", *map(str, val), "--checkpoint", str(tiny_checkpoint),
-                              "--out", str(pred)])
+                              "--config", str(DEMO), "--out", str(pred)])  # same inference
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["score", str(pred / "labels"), "--dataset", "cityscapes",
                               "--root", str(root), "--split", "val", "--out", str(tmp_path / "s")])

@@ -24,18 +24,13 @@ def test_torchrun_two_processes_train_and_eval(tmp_path_factory: pytest.TempPath
     ddp = read_results(out / "eval")
     assert (out / "loss.jsonl").is_file() and len((out / "loss.jsonl").read_text().splitlines()) == 4
 
-    # the same checkpoint evaluated by one process and by two gives identical matrices
-    one, two = tmp_path / "one", tmp_path / "two"
-    ckpt = str(out / "model_final.pt")
-    vltseg("eval", "--config", str(DEMO), "--checkpoint", ckpt, "--out", str(one), *over,
-           synth=root)
-    vltseg("eval", "--config", str(DEMO), "--checkpoint", ckpt, "--out", str(two), *over,
-           synth=root, torchrun=2)
+    # the checkpoint evaluated by one process gives the matrices the two ranks reduced
+    one = tmp_path / "one"
+    vltseg("eval", "--config", str(DEMO), "--checkpoint", str(out / "model_final.pt"),
+           "--out", str(one), *over, synth=root)
     single = next(iter(read_results(one).values()))
-    double = next(iter(read_results(two).values()))
-    trained = next(iter(ddp.values()))
+    double = next(iter(ddp.values()))
     for target in ("clear", "fog"):
-        assert single[target]["images"] == 4
+        assert single[target]["images"] == double[target]["images"] == 4
         assert sum(map(sum, single[target]["confusion"])) > 0
         assert single[target]["confusion"] == double[target]["confusion"]
-        assert single[target]["confusion"] == trained[target]["confusion"]

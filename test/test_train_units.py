@@ -136,7 +136,8 @@ def test_infer_resize_and_flip_return_label_size() -> None:
     torch.testing.assert_close(plain, flipped)  # a per-pixel model is flip-equivariant
 
 
-def test_evaluate_dataset_confusion_counts_pixels() -> None:
+@pytest.mark.parametrize("workers", [0, 1])
+def test_evaluate_dataset_confusion_counts_pixels(workers: int) -> None:
     model = PixelModel(k=4).eval()
     g = torch.Generator().manual_seed(0)
     images = [torch.randint(0, 255, (12, 10, 3), dtype=torch.uint8, generator=g).numpy()
@@ -144,7 +145,8 @@ def test_evaluate_dataset_confusion_counts_pixels() -> None:
     labels = [torch.randint(0, 4, (12, 10), generator=g) for _ in range(3)]
     labels[0][:2] = 255
     data = [(im, {"sem_seg": lb}, {}) for im, lb in zip(images, labels)]
-    ev = evaluate_dataset(model, data, InferenceSpec(size_divisor=1), num_classes=4)
+    ev = evaluate_dataset(model, data, InferenceSpec(size_divisor=1), num_classes=4,
+                          workers=workers)
     expected = torch.zeros(4, 4, dtype=torch.int64)
     for im, lb in zip(images, labels):
         pred = infer(model, torch.from_numpy(im).permute(2, 0, 1), InferenceSpec(size_divisor=1))
@@ -166,3 +168,85 @@ def test_coco_ap_perfect_partial_and_empty() -> None:
     assert res["AP50"] == pytest.approx(50.0)
     none = [{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}]
     assert coco_ap(gts, none, sizes, [11, 13])["AP"] == 0.0
+
+
+class LinearSeg(nn.Module):
+    """Toy model with the training contract: mean per-pixel MSE to the one-hot target."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 1)
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float() / 255
+
+    def forward(self, x: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
+        onehot = torch.stack([nn.functional.one_hot(t["sem_seg"], 4).permute(2, 0, 1)
+                              for t in targets]).float()
+        return {"loss_mse": ((self.conv(x) - onehot) ** 2).mean()}
+
+
+def _parts(amp_scaler: bool = False):
+    from vltseg_core.train.engine import Parts
+
+    model = LinearSeg()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    sched = build_scheduler(opt, TrainConfig(iters=10))
+    return Parts(model, model, opt, sched, torch.amp.GradScaler("cpu", enabled=amp_scaler))
+
+
+def _batches(n: int, per: int):
+    g = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 255, (n, 3, 8, 8), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, 4, (n, 8, 8), generator=g)
+    for i in range(0, n, per):
+        yield images[i:i + per], [{"sem_seg": lb} for lb in labels[i:i + per]]
+
+
+@pytest.mark.parametrize("clip", [None, 1e-3])
+def test_grad_accumulation_equals_the_full_batch(clip: float | None) -> None:
+    """2 micro-batches of 2 with accum_steps=2 == one batch of 4 (mean losses, one step)."""
+    from vltseg_core.train.engine import train_step
+    from vltseg_core.train.loader import BatchPlan
+
+    cfg = Config(train=TrainConfig(iters=10, clip_grad=clip))
+    full, acc = _parts(), _parts()
+    logs_f, _ = train_step(full, _batches(4, 4), BatchPlan(4, 1, 1), cfg, None, torch.device("cpu"))
+    logs_a, _ = train_step(acc, _batches(4, 2), BatchPlan(2, 2, 1), cfg, None, torch.device("cpu"))
+    assert logs_a["loss"] == pytest.approx(logs_f["loss"], rel=1e-6)
+    assert logs_a["grad_norm"] == pytest.approx(logs_f["grad_norm"], rel=1e-5)
+    for a, b in zip(full.model.parameters(), acc.model.parameters()):
+        torch.testing.assert_close(a, b)
+    assert logs_f["lr"] == pytest.approx(1e-2)
+
+
+@pytest.mark.parametrize(("dtype", "scaler"), [(torch.bfloat16, False), (torch.float16, True)])
+def test_amp_step_updates_parameters(dtype: torch.dtype, scaler: bool) -> None:
+    from vltseg_core.train.engine import train_step
+    from vltseg_core.train.loader import BatchPlan
+
+    parts = _parts(scaler)
+    before = [p.detach().clone() for p in parts.model.parameters()]
+    logs, _ = train_step(parts, _batches(2, 2), BatchPlan(2, 1, 1), Config(), dtype,
+                         torch.device("cpu"))
+    assert np.isfinite(logs["loss"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, parts.model.parameters()))
+
+
+def test_monitor_writes_jsonl_tensorboard_and_no_bar_off_tty(tmp_path: Path) -> None:
+    from vltseg_core.train.monitor import Monitor
+
+    mon = Monitor(tmp_path, total=3, start=0, active=True, tensorboard=True)
+    assert mon.bar is None  # pytest's stderr is not a TTY
+    mon.log_iter({"iter": 0, "loss": 1.5})
+    mon.scalars(1, {"loss": 1.5}, "train/")
+    mon.image(1, "sample", np.zeros((4, 6, 3), np.uint8))
+    mon.log_eval(1, {"clear": {"mIoU": 0.5, "IoU": {"road": 0.5}}})
+    mon.close()
+    assert read_jsonl(tmp_path / "loss.jsonl") == [{"iter": 0, "loss": 1.5}]
+    assert read_jsonl(tmp_path / "eval.jsonl") == [{"iter": 1, "clear": {"mIoU": 0.5}}]
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    silent = Monitor(tmp_path / "rank1", total=3, start=0, active=False)
+    silent.log_iter({"iter": 0})
+    assert not (tmp_path / "rank1").exists()

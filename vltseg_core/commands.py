@@ -9,6 +9,7 @@ instead of a traceback.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional, TypeVar
@@ -19,7 +20,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _user_errors(fn: F) -> F:
-    """Turn config/dataset/checkpoint errors into ``error: ...`` and exit status 2."""
+    """Turn config/dataset/checkpoint errors into ``error: ...`` and exit status 2
+    (``VLTSEG_DEBUG=1`` re-raises them with the traceback)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -28,6 +30,8 @@ def _user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except (ConfigError, FileNotFoundError, ValueError) as exc:
+            if os.environ.get("VLTSEG_DEBUG"):
+                raise
             typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
             raise typer.Exit(2) from None
 
@@ -42,26 +46,29 @@ def _split_targets(values: Optional[list[str]]) -> list[str]:
 @_user_errors
 def train_cmd(
     config: Path = typer.Option(..., "--config", "-c", help="experiment YAML (configs/*.yaml)"),
-    resume: bool = typer.Option(False, "--resume", help="continue from out_dir/checkpoints/last.pt"),
+    resume: bool = typer.Option(False, "--resume", help="continue from last.pt"),
     overrides: Optional[list[str]] = typer.Argument(None, help="dotted overrides: train.iters=100"),
 ) -> None:
     """Train a config (one process, or every rank under torchrun)."""
     from vltseg_core.train.config import load_config
+    from vltseg_core.train.distributed import cleanup, is_main
     from vltseg_core.train.engine import train
 
     cfg = load_config(config, overrides or [])
-    result = train(cfg, resume=resume)
-    from vltseg_core.train.distributed import is_main
-
-    if is_main():
-        typer.echo(f"final checkpoint: {result.checkpoint}")
+    try:
+        result = train(cfg, resume=resume)
+        if is_main():
+            typer.echo(f"trained {cfg.train.iters} iterations in {result.train_seconds:.0f}s; "
+                       f"final checkpoint: {result.checkpoint}")
+    finally:
+        cleanup()
 
 
 @_user_errors
 def eval_cmd(
     config: Path = typer.Option(..., "--config", "-c", help="experiment YAML"),
     checkpoint: list[Path] = typer.Option(..., "--checkpoint", help="one table row per checkpoint"),
-    targets: Optional[list[str]] = typer.Option(None, "--targets", help="subset of eval target labels"),
+    targets: Optional[list[str]] = typer.Option(None, "--targets", help="subset of target labels"),
     out: Optional[Path] = typer.Option(None, "--out", help="report folder (default out_dir/eval)"),
     overrides: Optional[list[str]] = typer.Argument(None, help="dotted overrides: eval.flip=true"),
 ) -> None:
@@ -79,7 +86,7 @@ def score_cmd(
     dataset: str = typer.Option("cityscapes", "--dataset"),
     root: Path = typer.Option(..., "--root", help="dataset root in its official layout"),
     split: str = typer.Option("val", "--split"),
-    out: Optional[Path] = typer.Option(None, "--out", help="report folder (default PRED_DIR_score)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="default: PRED_DIR_score"),
 ) -> None:
     """Score a folder of label PNGs (trainIds or labelIds, benchmark names) against a split."""
     from vltseg_core.evaluation.score import score_main
@@ -133,7 +140,7 @@ def models_cmd(
 
 @_user_errors
 def demo_cmd(
-    cache: Optional[Path] = typer.Option(None, "--cache", help="default $VLTSEG_CACHE or ~/.cache/vltseg"),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="$VLTSEG_CACHE or ~/.cache/vltseg"),
     out: Path = typer.Option(Path("runs/demo"), "--out"),
     frames: int = typer.Option(300, "--frames", help="clear frames to generate (80 % train)"),
     overrides: Optional[list[str]] = typer.Argument(None, help="dotted overrides for demo.yaml"),

@@ -41,17 +41,31 @@ def shard(n: int, max_images: int = 0) -> list[int]:
     return list(range(rank, total, world))
 
 
+def _samples(dataset: Any, indices: list[int], workers: int) -> Any:
+    """This rank's samples in order, decoded by ``workers`` processes (0 = here)."""
+    if workers == 0:
+        return (dataset[i] for i in indices)
+    from torch.utils.data import DataLoader, Subset
+
+    return DataLoader(Subset(dataset, indices), batch_size=None, num_workers=workers,
+                      collate_fn=_keep)
+
+
+def _keep(sample: Any) -> Any:
+    return sample
+
+
 @torch.no_grad()
 def evaluate_dataset(model: nn.Module, dataset: Any, spec: InferenceSpec, num_classes: int,
-                     max_images: int = 0, detection: bool = False) -> DatasetEval:
+                     max_images: int = 0, detection: bool = False, workers: int = 0
+                     ) -> DatasetEval:
     """Confusion matrix (and detections if ``detection``) of ``model`` over ``dataset``."""
     from vltseg_core.evaluation.metrics import ConfusionMatrix
 
     model.eval()
     cm = ConfusionMatrix(num_classes, device=next(model.parameters()).device)
     gts, preds, sizes = [], [], []
-    for index in shard(len(dataset), max_images):
-        image, target, _meta = dataset[index]
+    for image, target, _meta in _samples(dataset, shard(len(dataset), max_images), workers):
         img = torch.as_tensor(image).permute(2, 0, 1)  # HWC uint8 -> CHW
         label = target["sem_seg"]
         p = infer(model, img, spec, out_size=tuple(label.shape[-2:]))
@@ -102,7 +116,8 @@ def evaluate_targets(model: nn.Module, cfg: Any, out_dir: Path | None = None,
     for target in cfg.eval.targets:
         dataset = build_dataset(target)
         tspec = replace(spec, short_side=target.short_side) if target.short_side else spec
-        ev = evaluate_dataset(model, dataset, tspec, cfg.model.num_classes, cap, detection)
+        ev = evaluate_dataset(model, dataset, tspec, cfg.model.num_classes, cap, detection,
+                              cfg.eval.num_workers)
         results[target.title] = summarize(ev, cfg.eval.classes)
     if out_dir is not None and get_info()[0] == 0:
         write_reports({row or cfg.name: results}, out_dir)

@@ -120,8 +120,7 @@ class EvalConfig:
     stride: tuple[int, int] = (768, 768)
     resize: tuple[int, int] | None = None  # (H, W) to run at; scores go back to label size
     flip: bool = False
-    batch_size: int = 1
-    num_workers: int = 0
+    num_workers: int = 0  # image decoding workers (inference itself is one image at a time)
     at_end: bool = True
     max_images: int = 0  # 0 = all; a cap for quick periodic evaluation during training
     classes: tuple[int, ...] | None = None  # train ids the means run over (SYNTHIA: 16)
@@ -289,45 +288,39 @@ def _coerce_scalar(value: Any, tp: type, where: str) -> Any:
 # ----------------------------------------------------------------------------- checks
 
 
-def _positive(cfg: Config) -> dict[str, float]:
-    return {
-        "train.iters": cfg.train.iters,
-        "train.lr": cfg.train.lr,
-        "train.accum_steps": cfg.train.accum_steps,
-        "train.checkpoint_every": cfg.train.checkpoint_every,
-        "data.batch_size": cfg.data.batch_size,
-        "eval.batch_size": cfg.eval.batch_size,
-        "model.num_classes": cfg.model.num_classes,
-        "train.log_every": cfg.train.log_every,
-    }
+def _range_checks(cfg: Config) -> list[tuple[str, Any, bool, str]]:
+    """(key, value, ok, what is required) for every range the type hints cannot express."""
+    t, d, e = cfg.train, cfg.data, cfg.eval
+    positive = {"train.iters": t.iters, "train.lr": t.lr, "train.accum_steps": t.accum_steps,
+                "train.checkpoint_every": t.checkpoint_every, "train.log_every": t.log_every,
+                "data.batch_size": d.batch_size, "model.num_classes": cfg.model.num_classes}
+    checks = [(k, v, v > 0, "> 0") for k, v in positive.items()]
+    return checks + [
+        ("eval.num_workers", e.num_workers, e.num_workers >= 0, ">= 0"),
+        ("data.num_workers", d.num_workers, d.num_workers >= 0, ">= 0"),
+        ("train.weight_decay", t.weight_decay, t.weight_decay >= 0, ">= 0"),
+        ("train.backbone_lr_mult", t.backbone_lr_mult, t.backbone_lr_mult >= 0, ">= 0"),
+        ("train.warmup_iters", t.warmup_iters, 0 <= t.warmup_iters < t.iters,
+         "in [0, train.iters)"),
+        ("train.layer_decay", t.layer_decay, t.layer_decay is None or 0 < t.layer_decay <= 1,
+         "in (0, 1] or null"),
+        ("train.clip_grad", t.clip_grad, t.clip_grad is None or t.clip_grad > 0, "> 0 or null"),
+        ("data.crop_size", d.crop_size, min(d.crop_size) > 0, "positive"),
+        ("data.ratio_range", d.ratio_range, 0 < d.ratio_range[0] <= d.ratio_range[1],
+         "0 < low <= high"),
+        ("data.cat_max_ratio", d.cat_max_ratio, 0 < d.cat_max_ratio <= 1, "in (0, 1]"),
+        ("eval.crop_size", e.crop_size, min(e.crop_size) > 0, "positive"),
+        ("eval.stride", e.stride, min(e.stride) > 0, "positive"),
+        ("eval.targets", [s.title for s in e.targets],
+         len({s.title for s in e.targets}) == len(e.targets), "unique labels"),
+    ]
 
 
 def validate(cfg: Config) -> None:
-    """Range checks the type system cannot express; the first violation is the error."""
-    for key, value in _positive(cfg).items():
-        if value <= 0:
-            raise ConfigError(f"{key}: must be > 0, got {value}")
-    t = cfg.train
-    checks = [
-        (t.weight_decay >= 0, f"train.weight_decay: must be >= 0, got {t.weight_decay}"),
-        (0 <= t.warmup_iters < t.iters, f"train.warmup_iters: must be in [0, train.iters), "
-         f"got {t.warmup_iters}"),
-        (t.backbone_lr_mult >= 0, f"train.backbone_lr_mult: must be >= 0, got {t.backbone_lr_mult}"),
-        (t.layer_decay is None or 0 < t.layer_decay <= 1,
-         f"train.layer_decay: must be in (0, 1], got {t.layer_decay}"),
-        (t.clip_grad is None or t.clip_grad > 0, f"train.clip_grad: must be > 0 or null, got {t.clip_grad}"),
-        (min(cfg.data.crop_size) > 0, f"data.crop_size: must be positive, got {cfg.data.crop_size}"),
-        (0 < cfg.data.ratio_range[0] <= cfg.data.ratio_range[1],
-         f"data.ratio_range: need 0 < low <= high, got {cfg.data.ratio_range}"),
-        (0 < cfg.data.cat_max_ratio <= 1, f"data.cat_max_ratio: must be in (0, 1], got {cfg.data.cat_max_ratio}"),
-        (min(cfg.eval.stride) > 0, f"eval.stride: must be positive, got {cfg.eval.stride}"),
-        (min(cfg.eval.crop_size) > 0, f"eval.crop_size: must be positive, got {cfg.eval.crop_size}"),
-        (len({s.title for s in cfg.eval.targets}) == len(cfg.eval.targets),
-         "eval.targets: labels must be unique"),
-    ]
-    for ok, message in checks:
+    """Range checks; the first violation is the error (``train.iters: must be > 0, got 0``)."""
+    for key, value, ok, need in _range_checks(cfg):
         if not ok:
-            raise ConfigError(message)
+            raise ConfigError(f"{key}: must be {need}, got {value}")
 
 
 def select_targets(cfg: Config, names: typing.Sequence[str]) -> Config:

@@ -9,9 +9,9 @@ writes). ``train.deterministic: true`` plus a fixed seed makes a SIGKILLed run r
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -47,6 +47,7 @@ class TrainResult:
     checkpoint: Path  # model-only final checkpoint
     last_loss: float
     metrics: dict[str, dict]  # final evaluation per target ({} if none)
+    train_seconds: float  # wall-clock of the iterations run by this call (no evaluation)
 
 
 def build_model_from(cfg: Config) -> nn.Module:
@@ -83,7 +84,6 @@ def set_determinism(cfg: Config, rank: int) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     if cfg.train.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
 
@@ -181,7 +181,7 @@ def train_step(parts: Parts, batches: Iterator, plan: BatchPlan, cfg: Config,
     parts.scaler.step(parts.optimizer)
     parts.scaler.update()
     parts.optimizer.zero_grad(set_to_none=True)
-    logs["lr"] = parts.optimizer.param_groups[0]["lr"]
+    logs["lr"] = max(g["lr"] for g in parts.optimizer.param_groups)  # head lr (not backbone)
     parts.scheduler.step()
     return logs, batch
 
@@ -218,27 +218,40 @@ def _evaluate(model: nn.Module, cfg: Config, mon: Monitor, step: int, quick: boo
 
 def train(cfg: Config, resume: bool = False) -> TrainResult:
     """Train ``cfg`` (resuming from ``out_dir/checkpoints/last.pt`` if asked); rank 0 writes."""
+    if cfg.train.deterministic:  # cuBLAS reads it when its first handle is created
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     info = init_distributed(cfg.train.device)
     set_determinism(cfg, info.rank)
     plan = batch_plan(cfg, info.world_size)
+    check_eval_targets(cfg)  # a wrong path fails now, not after hours of training
     parts, dtype = _setup(cfg, info)
     start = restore_state(parts, cfg, info) if resume else 0
     if info.is_main:
         cfg.out_dir.mkdir(parents=True, exist_ok=True)
         _write_config(cfg)
-    mon = Monitor(cfg.out_dir, cfg.train.iters, start, info.is_main, cfg.train.tensorboard)
     loader = train_loader(cfg, info.rank, plan, start, pin_memory=info.device.type == "cuda")
+    mon = Monitor(cfg.out_dir, cfg.train.iters, start, info.is_main, cfg.train.tensorboard)
     batches = iter(loader)
     logs: dict[str, float] = {"loss": math.nan}
+    t0 = time.perf_counter()
     try:
         for it in range(start, cfg.train.iters):
             logs, batch = train_step(parts, batches, plan, cfg, dtype, info.device)
             logs = all_reduce_mean(logs, info.device)
             _periodic(parts, cfg, info, mon, it, logs, batch)
+        seconds = time.perf_counter() - t0
         final, metrics = _finish(parts, cfg, info, mon)
     finally:
         mon.close()
-    return TrainResult(cfg.out_dir, final, logs["loss"], metrics)
+    return TrainResult(cfg.out_dir, final, logs["loss"], metrics, seconds)
+
+
+def check_eval_targets(cfg: Config) -> None:
+    """Index every evaluation dataset once (cheap: file listing) so bad roots fail early."""
+    from vltseg_core.train.loader import build_dataset
+
+    for target in cfg.eval.targets if cfg.eval.at_end or cfg.train.eval_every else ():
+        build_dataset(target)
 
 
 def _finish(parts: Parts, cfg: Config, info: DistInfo, mon: Monitor
@@ -259,9 +272,3 @@ def _write_config(cfg: Config) -> None:
     import yaml
 
     (cfg.out_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-
-
-def replace(cfg: Config, **sections: dict[str, Any]) -> Config:
-    """``replace(cfg, train={"iters": 10})``: a copy with some fields of some sections changed."""
-    changed = {k: dataclasses.replace(getattr(cfg, k), **v) for k, v in sections.items()}
-    return dataclasses.replace(cfg, **changed)
