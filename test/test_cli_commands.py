@@ -90,6 +90,7 @@ def test_predict_missing_input_is_clear(tiny_checkpoint: Path, tmp_path: Path) -
     assert res.exit_code == 2 and "no such image or folder" in res.output
 
 
+@pytest.mark.slow
 def test_eval_then_score_agree(tiny_checkpoint: Path, tmp_path: Path,
                                tmp_path_factory: pytest.TempPathFactory,
                                monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,8 +1,8 @@
 """`vltseg demo` end to end: generate, train the demo config on `clear`, evaluate all domains.
 
 The fixed schedule (ITERS iterations of demo.yaml on a 60-frame benchmark, deterministic
-mode) measured source mIoU MEASURED on this machine; the test asserts a margin below it
-and a multiple of the trivial all-road predictor's mIoU on the same images.
+mode) reached source mIoU MEASURED on the 2-core dev machine (32 s of training); the test
+asserts a margin below it and a multiple of the all-road predictor's mIoU on the same images.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import pytest
 
 from train_helpers import vltseg
 
-ITERS = 200
-MEASURED = 0.0  # clear mIoU of this schedule, measured (see module docstring)
-THRESHOLD = 0.0
+ITERS = 300
+MEASURED = 0.125  # clear mIoU of this schedule here (OMP_NUM_THREADS=1; targets 0.08-0.14)
+THRESHOLD = 0.09  # margin for other CPUs/BLAS builds; chance (all-road) is 0.023
 DOMAINS = ("clear", "fog", "night", "rain", "snow")
 
 
@@ -48,6 +48,5 @@ def test_demo_learns_the_source_and_reports_every_domain(tmp_path: Path) -> None
     root = next(cache.glob("synth-*"))
     chance = _all_road_miou(root)
     clear = results["clear"]["mIoU"]
-    print({d: results[d]["mIoU"] for d in DOMAINS}, "chance", chance, run.stdout[-800:])
     assert clear >= THRESHOLD, f"clear mIoU {clear:.3f} < {THRESHOLD} (measured {MEASURED})"
-    assert clear >= 4 * chance, f"clear mIoU {clear:.3f} is not well above chance {chance:.3f}"
+    assert clear >= 3 * chance, f"clear mIoU {clear:.3f} is not well above chance {chance:.3f}"
