@@ -182,8 +182,10 @@ def load_for_eval(path: Path, device: torch.device) -> nn.Module:
 def run_eval(cfg: Any, checkpoints: Sequence[Path], out_dir: Path | None = None) -> Table:
     """``vltseg eval``: every checkpoint on every target; one multi-target report (rank 0)."""
     from vltseg_core.train.distributed import cleanup, init_distributed
+    from vltseg_core.train.engine import apply_threads
 
     info = init_distributed(cfg.train.device)
+    apply_threads(cfg)
     out_dir = Path(out_dir) if out_dir else cfg.out_dir / "eval"
     table: Table = {}
     try:

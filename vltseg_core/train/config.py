@@ -100,6 +100,8 @@ class TrainConfig:
     accum_steps: int = 1
     amp: Literal["off", "bf16", "fp16", "auto"] = "auto"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # CPU intra-op threads; 0 = torch's default (all cores)
+    find_unused_parameters: bool = False  # DDP: set for heads that skip parameters
     seed: int = 0
     deterministic: bool = False
     checkpoint_every: int = 1000
@@ -297,6 +299,7 @@ def _range_checks(cfg: Config) -> list[tuple[str, Any, bool, str]]:
     checks = [(k, v, v > 0, "> 0") for k, v in positive.items()]
     return checks + [
         ("eval.num_workers", e.num_workers, e.num_workers >= 0, ">= 0"),
+        ("train.threads", t.threads, t.threads >= 0, ">= 0"),
         ("data.num_workers", d.num_workers, d.num_workers >= 0, ">= 0"),
         ("train.weight_decay", t.weight_decay, t.weight_decay >= 0, ">= 0"),
         ("train.backbone_lr_mult", t.backbone_lr_mult, t.backbone_lr_mult >= 0, ">= 0"),
