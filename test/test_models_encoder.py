@@ -4,6 +4,7 @@ parity with open_clip's own towers at their native size, clear wrong-architectur
 from __future__ import annotations
 
 import logging
+import warnings
 
 import open_clip
 import pytest
@@ -22,6 +23,16 @@ from vltseg_core.models import (
 from vltseg_core.models.encoder import trunk_spec, unwrap_state_dict
 
 logging.getLogger().setLevel(logging.ERROR)  # open_clip warns "no pretrained weights"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest single-threaded; with 2 threads on a busy 2-core machine the
+    first iterations are >10x slower (thread-pool contention)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _open_clip(name: str) -> torch.nn.Module:
@@ -194,3 +205,19 @@ def test_quick_gelu_and_arbitrary_sizes() -> None:
             with torch.no_grad():
                 feats = encoder(torch.randn(1, 3, h, w))
             assert [f.shape for f in feats] == [(1, 64, round(h / patch), round(w / patch))] * 2
+
+
+def test_read_state_dict_formats(tmp_path) -> None:
+    linear = torch.nn.Linear(2, 3)
+    torch.save({"model": linear.state_dict()}, tmp_path / "wrapped.bin")
+    assert set(read_state_dict(tmp_path / "wrapped.bin")) == {"weight", "bias"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated
+        try:
+            torch.jit.script(linear).save(str(tmp_path / "openai_style.pt"))
+        except Exception:  # pragma: no cover - TorchScript removed from this torch
+            pytest.skip("torch.jit.script unavailable")
+        assert set(read_state_dict(tmp_path / "openai_style.pt")) == {"weight", "bias"}
+    torch.save({"epoch": 1}, tmp_path / "junk.pt")
+    with pytest.raises(ValueError, match="not a state dict"):
+        read_state_dict(tmp_path / "junk.pt")

@@ -13,6 +13,16 @@ from vltseg_core.models.pyramid import SimpleFeaturePyramid
 from vltseg_core.models.segmentor import semantic_inference
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest single-threaded; with 2 threads on a busy 2-core machine the
+    first iterations are >10x slower (thread-pool contention)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # Same architecture classes as the paper presets, with CPU-sized widths / depths.
 SMALL = dict(embed_dim=64, depth=4, num_heads=2, out_indices=(0, 1, 2, 3), pyramid_dim=32, pd_layers=1,
              pd_heads=4, pd_ffn=64, mask_dim=32, hidden_dim=32, num_queries=8, dec_layers=3, dec_heads=4,

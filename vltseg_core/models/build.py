@@ -271,6 +271,7 @@ def count_flops(model: nn.Module, size: tuple[int, int], batch: int = 1) -> int:
     """FLOPs (2 per multiply-add, ``torch.utils.flop_counter``) of one eval forward.
 
     Runs on the meta device when the model lives there (no compute, no memory)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
     device = next(model.parameters()).device
@@ -281,7 +282,8 @@ def count_flops(model: nn.Module, size: tuple[int, int], batch: int = 1) -> int:
     try:  # FlopCounterMode's module tracker trips over views of trainable leaves in no_grad
         for p in flags:
             p.requires_grad_(False)
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        # the math SDPA backend: FlopCounterMode has no formula for the fused CPU kernel
+        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
             model(x)
     finally:
         model.train(was_training)
