@@ -16,7 +16,7 @@ import pytest
 from train_helpers import vltseg
 
 ITERS = 300
-MEASURED = 0.125  # clear mIoU of this schedule here (OMP_NUM_THREADS=1; targets 0.08-0.14)
+MEASURED = 0.156  # clear mIoU of this schedule here (OMP_NUM_THREADS=1; targets 0.08-0.16)
 THRESHOLD = 0.09  # margin for other CPUs/BLAS builds; chance (all-road) is 0.023
 DOMAINS = ("clear", "fog", "night", "rain", "snow")
 
