@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from vltseg_core import commands
+
 app = typer.Typer(
     name="vltseg",
     help="VLTSeg: CLIP/EVA-02 domain-generalized segmentation and detection.",
@@ -27,11 +29,7 @@ def info() -> None:
         typer.echo(f"{key:>14}: {value}")
 
 
-@app.command()
-def demo() -> None:
-    """Run the embedded default job (for now a smoke run: the environment report)."""
-    info()
-    typer.echo("smoke run finished: the environment is complete")
+commands.register(app)  # train, eval, score, predict, models, data synth, demo
 
 
 def main() -> None:  # console-script entry point

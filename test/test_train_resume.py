@@ -1,0 +1,75 @@
+"""A run SIGKILLed after a checkpoint and resumed reproduces the uninterrupted loss curve."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from train_helpers import DEMO, env, synth_root, tiny_overrides, vltseg
+from vltseg_core.train.monitor import read_jsonl
+
+ITERS, EVERY = 14, 4
+
+
+def _last_iter(path: Path) -> int:
+    """Highest complete JSONL record so far (-1 if none)."""
+    if not path.is_file():
+        return -1
+    its = [-1]
+    for line in path.read_text().splitlines():
+        try:
+            its.append(json.loads(line)["iter"])
+        except (json.JSONDecodeError, KeyError):
+            pass
+    return max(its)
+
+
+def _kill_after(cmd: list[str], env_: dict, jsonl: Path, after_iter: int) -> int:
+    """Start ``cmd``; SIGKILL it once iteration ``after_iter`` is logged. Returns the rc."""
+    proc = subprocess.Popen(cmd, env=env_, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        while proc.poll() is None and _last_iter(jsonl) < after_iter:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        return proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_repeats_the_loss_curve(tmp_path_factory: pytest.TempPathFactory,
+                                                    tmp_path: Path) -> None:
+    root = synth_root(tmp_path_factory)
+    ref_dir, cut_dir = tmp_path / "ref", tmp_path / "cut"
+    extra = {"train.checkpoint_every": EVERY, "eval.at_end": False}
+    vltseg("train", "--config", str(DEMO), *tiny_overrides(ref_dir, ITERS, **extra), synth=root)
+
+    args = ["train", "--config", str(DEMO), *tiny_overrides(cut_dir, ITERS, **extra)]
+    cmd = [sys.executable, "-m", "vltseg_core.cli", *args]
+    e = {**env(), "VLTSEG_SYNTH": str(root)}
+    # killed after iteration 5 is logged: past the checkpoint at 4, before the one at 8
+    rc = _kill_after(cmd, e, cut_dir / "loss.jsonl", EVERY + 1)
+    assert rc == -signal.SIGKILL, "the run ended before it could be killed"
+    killed_at = _last_iter(cut_dir / "loss.jsonl")
+    state = torch.load(cut_dir / "checkpoints" / "last.pt", weights_only=True)["train_state"]
+    assert state["iter"] < killed_at + 1 < ITERS  # lines past the checkpoint exist
+
+    vltseg(*args, "--resume", synth=root)
+    ref = read_jsonl(ref_dir / "loss.jsonl")
+    got = read_jsonl(cut_dir / "loss.jsonl")
+    assert [r["iter"] for r in got] == list(range(ITERS)) == [r["iter"] for r in ref]
+    for a, b in zip(ref, got):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert abs(a[key] - b[key]) <= 1e-6, (a["iter"], key, a[key], b[key])
+    final_a = torch.load(ref_dir / "model_final.pt", weights_only=True)["model"]
+    final_b = torch.load(cut_dir / "model_final.pt", weights_only=True)["model"]
+    assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)

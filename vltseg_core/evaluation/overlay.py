@@ -1,0 +1,43 @@
+"""Colourised label maps and overlays (``vltseg predict``, Tensorboard sample images)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+IGNORE = 255
+
+
+def cityscapes_palette() -> np.ndarray:
+    """``uint8[256, 3]``: the 19 train-id colours of the official table, black elsewhere."""
+    from vltseg_core.data.labels import palette
+
+    pal = np.zeros((256, 3), np.uint8)
+    colours = np.asarray(palette(), np.uint8).reshape(-1, 3)
+    pal[: len(colours)] = colours[:256]
+    return pal
+
+
+def colorize(label: np.ndarray, palette: np.ndarray | None = None) -> np.ndarray:
+    """``uint8[H, W]`` train ids -> ``uint8[H, W, 3]`` RGB (255 = ignore -> black)."""
+    pal = cityscapes_palette() if palette is None else palette
+    return pal[np.asarray(label, np.uint8)]
+
+
+def overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.5,
+            palette: np.ndarray | None = None) -> np.ndarray:
+    """Blend the colourised ``label`` over ``uint8[H, W, 3]`` ``image``; ignore stays image."""
+    colour = colorize(label, palette).astype(np.float32)
+    out = image.astype(np.float32)
+    mask = np.asarray(label) != IGNORE
+    out[mask] = (1 - alpha) * out[mask] + alpha * colour[mask]
+    return out.round().clip(0, 255).astype(np.uint8)
+
+
+def side_by_side(*panels: np.ndarray) -> np.ndarray:
+    """Panels of equal height concatenated left to right with a 4-pixel white gap."""
+    h = panels[0].shape[0]
+    gap = np.full((h, 4, 3), 255, np.uint8)
+    parts: list[np.ndarray] = []
+    for i, p in enumerate(panels):
+        parts += ([gap] if i else []) + [p]
+    return np.concatenate(parts, axis=1)

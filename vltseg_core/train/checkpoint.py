@@ -1,0 +1,98 @@
+"""Training checkpoints: written atomically, readable with ``weights_only=True``.
+
+The file is a model checkpoint in the DESIGN.md format (``preset``, ``num_classes``,
+``model``, ``meta``) plus a ``train_state`` entry, so ``vltseg eval --checkpoint last.pt``
+works on it directly. ``train_state`` holds everything a resume needs to continue the exact
+loss curve: optimizer, scheduler, grad scaler, iteration and every rank's RNG states. RNG
+states are stored as tensors/lists (not numpy objects) so the safe loader accepts them.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy, torch (and CUDA) global RNG states as safe-loadable values."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [version, list(internal), gauss],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
+                  "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temp file in the same folder, fsync, then ``os.replace``.
+
+    A reader (or a resume after SIGKILL) sees either the old complete file or the new one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def model_payload(model: torch.nn.Module, cfg: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    """The model checkpoint dict of ``vltseg_core.models.save_checkpoint`` (tensors on CPU).
+
+    ``overrides`` are the config's ``model.options`` minus ``pretrained``: the weights are
+    in the file, so loading it must not need the original open_clip download.
+    """
+    sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    overrides = {k: v for k, v in cfg.model.options.items() if k != "pretrained"}
+    return {"preset": cfg.model.preset, "num_classes": cfg.model.num_classes,
+            "overrides": overrides, "model": sd, "meta": meta}
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Read a checkpoint with the safe loader; a clear error for a missing/garbled file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - pickle/zip errors vary by version
+        raise RuntimeError(f"cannot read checkpoint {path}: {exc}") from exc

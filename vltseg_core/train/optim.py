@@ -1,0 +1,67 @@
+"""AdamW with the paper's parameter groups, and the poly schedule with linear warm-up.
+
+Parameter groups come from the models package (``param_groups``: backbone lr x0.1, optional
+layer-wise decay, no weight decay on norms/biases/embeddings), which knows the module layout.
+The schedule is a picklable callable so ``LambdaLR.state_dict`` round-trips it on resume.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+from vltseg_core.train.config import TrainConfig
+
+
+@dataclass
+class PolyWarmup:
+    """lr factor at step ``t``: mmseg's PolyLR (``eta_min`` as a fraction) after linear warm-up.
+
+    ``factor(t) = (1 - r) (1 - t / T)^p + r`` with ``r = min_lr / lr``; during the first
+    ``warmup`` steps it is additionally scaled from ``warmup_ratio`` up to 1 (mmseg 'linear').
+    """
+
+    total: int
+    warmup: int = 0
+    warmup_ratio: float = 1e-6
+    power: float = 1.0
+    min_ratio: float = 0.0
+
+    def __call__(self, step: int) -> float:
+        progress = min(step, self.total) / self.total
+        factor = (1 - self.min_ratio) * (1 - progress) ** self.power + self.min_ratio
+        if step < self.warmup:
+            factor *= 1 - (1 - step / self.warmup) * (1 - self.warmup_ratio)
+        return factor
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> LambdaLR:
+    fn = PolyWarmup(cfg.iters, cfg.warmup_iters, cfg.warmup_ratio, cfg.poly_power,
+                    cfg.min_lr / cfg.lr)
+    return LambdaLR(optimizer, fn)
+
+
+def parameter_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """Groups from ``vltseg_core.models.param_groups`` with the config's lr/wd/multipliers."""
+    from vltseg_core.models import param_groups
+
+    wanted = {
+        "lr": cfg.lr,
+        "weight_decay": cfg.weight_decay,
+        "backbone_lr_mult": cfg.backbone_lr_mult,
+        "layer_decay": cfg.layer_decay,
+    }
+    accepted = inspect.signature(param_groups).parameters
+    return param_groups(model, **{k: v for k, v in wanted.items() if k in accepted})
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters (frozen blocks are left out by ``param_groups``)."""
+    groups = parameter_groups(model, cfg)
+    fused = all(p.is_cuda for g in groups for p in g["params"]) and len(groups) > 0
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                             betas=(0.9, 0.999), fused=fused or None)
