@@ -18,7 +18,7 @@ class StubOutput(NamedTuple):
 
 
 class StubModel(nn.Module):
-    """images [B,3,H,W] 0..255 -> StubOutput; tasks a subset of ("seg", "det")."""
+    """normalised images [B,3,H,W] (see preprocess) -> StubOutput; tasks from ("seg", "det")."""
 
     def __init__(self, num_classes: int = 5, tasks: tuple[str, ...] = ("seg",),
                  input_size: tuple[int, int] = (64, 96), top_k: int = 50) -> None:
@@ -46,7 +46,7 @@ class StubModel(nn.Module):
         return F.grid_sample(feats, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
     def forward(self, images: torch.Tensor) -> StubOutput:
-        feats = torch.relu(self.stem(self.preprocess(images)))
+        feats = torch.relu(self.stem(images))
         feats = feats + self._sample(feats)
         sem_seg = dets = None
         if "seg" in self.tasks:

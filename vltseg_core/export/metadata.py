@@ -35,7 +35,7 @@ class ModelMetadata:
     tasks: tuple[str, ...] = ("seg",)
     outputs: tuple[str, ...] = ()
     max_detections: int = 0
-    batch: int | None = None  # None: dynamic batch dimension
+    batch: int | None = 1  # None: dynamic batch dimension
     precision: str = "fp32"
     confidence: str = ""  # how per-pixel confidence was derived from the model's class scores
     extra: dict[str, str] = field(default_factory=dict)

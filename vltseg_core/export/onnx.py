@@ -3,7 +3,8 @@
 
 Graph contract (names in `ExportModule.output_names`):
   input  `images`       [B,3,H,W] uint8 (or float32 0..255) RGB at a FIXED H, W (the preset's
-                        input size unless overridden); B is dynamic unless `batch` is given.
+                        input size unless overridden); B fixed (metadata.batch, default 1) or
+                        dynamic on request where the model code allows it (not with det heads).
   seg    `class_ids`    [B,H,W] uint8   argmax class
          `confidence`   [B,H,W] float32 max class probability
          `class_scores` [B,K,H,W] float32 (optional) the model's class scores
@@ -21,7 +22,8 @@ from __future__ import annotations
 import io
 import os
 import tempfile
-from contextlib import redirect_stdout
+import warnings
+from contextlib import redirect_stderr, redirect_stdout
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -114,7 +116,7 @@ class ExportModule(nn.Module):
         return names
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.model(images.float())
+        out = self.model(self.model.preprocess(images))
         results: tuple[torch.Tensor, ...] = ()
         if "seg" in self.tasks:
             ids, confidence = confidence_and_ids(out.sem_seg, self.confidence)
@@ -129,7 +131,7 @@ class ExportModule(nn.Module):
 def infer_tasks(model: nn.Module, images: torch.Tensor) -> tuple[str, ...]:
     """Which heads the model has, from one eval forward (sem_seg / detections not None)."""
     with torch.no_grad():
-        out = model(images.float())
+        out = model(model.preprocess(images))
     tasks = tuple(t for t, v in (("seg", out.sem_seg), ("det", out.detections)) if v is not None)
     if not tasks:
         raise ValueError("model returned neither sem_seg nor detections")
@@ -281,8 +283,10 @@ def _trace_to_onnx(
     example = parity_images(batch or 2, *size, seed=1)  # 2, not 1: size-1 dims get specialised
     example = example if input_dtype == "uint8" else example.float()
     dynamic = None if batch else ({0: torch.export.Dim("batch", min=1, max=64)},)
-    log = io.StringIO()  # the exporter narrates every step on stdout
-    with export_rewrites(grid_sample=gather_sampling), torch.no_grad(), redirect_stdout(log):
+    log = io.StringIO()  # the exporter and its optimiser narrate every step
+    with export_rewrites(grid_sample=gather_sampling), torch.no_grad(), redirect_stdout(log), \
+            redirect_stderr(log), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
             (example,),
@@ -325,8 +329,9 @@ def export_onnx(
 ) -> ExportResult:
     """Export `model` (eval mode) to `path` at metadata.input_size, then check parity.
 
-    metadata gives preset, classes, colours, mean/std, input size, input dtype, batch (None:
-    dynamic) and max_detections; tasks, outputs and confidence are filled in here.
+    metadata gives preset, classes, colours, mean/std, input size, input dtype, batch (fixed;
+    None asks for a dynamic batch, which the model code must not specialise) and
+    max_detections; tasks, outputs and confidence are filled in here.
     gather_sampling exports `F.grid_sample` as gathers (TensorRT-safe, see rewrites.py).
     """
     path = Path(path)
@@ -336,9 +341,9 @@ def export_onnx(
     height, width = metadata.input_size
     probe = parity_images(1, height, width, seed=1)
     tasks = infer_tasks(model, probe)
-    batch = metadata.batch
-    if batch is None and "det" in tasks:
-        batch = 1  # per-image detection post-processing (Python lists) specialises the batch
+    if metadata.batch is None and "det" in tasks:
+        raise ValueError("detection post-processing runs per image (torchvision), so the batch "
+                         "of a det/joint graph must be fixed: pass batch=1 (or N)")
     module = ExportModule(
         model,
         tasks,
@@ -347,8 +352,8 @@ def export_onnx(
         confidence=metadata.confidence or "normalize",
     ).eval()
     try:
-        _trace_to_onnx(module, partial, (height, width), batch, metadata.input_dtype, opset,
-                       gather_sampling)
+        _trace_to_onnx(module, partial, (height, width), metadata.batch, metadata.input_dtype,
+                       opset, gather_sampling)
         metadata, parity = _finish(module, partial, metadata, gather_sampling, check, parity_count)
         os.replace(partial, path)
     finally:
@@ -365,13 +370,17 @@ def _finish(
     parity_count: int,
 ) -> tuple[ModelMetadata, ParityReport | None]:
     """Fill in what the trace decided, write metadata, check ops and parity."""
+    if _graph_batch(path) != metadata.batch:
+        raise RuntimeError(
+            f"the model specialised the batch dimension to {_graph_batch(path)} while tracing "
+            "(Python code on images.shape[0]); export with a fixed batch instead"
+        )
     metadata = replace(
         metadata,
         tasks=module.tasks,
         outputs=module.output_names,
         max_detections=module.max_detections if "det" in module.tasks else 0,
         confidence=module.confidence,
-        batch=_graph_batch(path),
     )
     finalize_onnx(path, metadata, forbid_ops=("GridSample",) if gather_sampling else ())
     if not check:
