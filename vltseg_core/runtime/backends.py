@@ -114,6 +114,7 @@ class OnnxRuntimeBackend:
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[optimization]
         opts.enable_profiling = profile
+        opts.log_severity_level = 3  # errors only: constant-folding notes are not for users
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=_ort_providers(device))
         except (RuntimeError, ValueError) as exc:

@@ -1,8 +1,9 @@
 """Checkpoint -> (model, ModelMetadata), shared by the torch backend and `vltseg export`.
 
-Checkpoints are `{"preset", "num_classes", "model": state_dict, "meta"}` (DESIGN.md), read with
-`weights_only=True`. Class names and colours come from `meta["class_names"]` /
-`meta["class_colors"]` when the training run recorded them, else generic ones.
+Checkpoints are `{"preset", "num_classes", "model": state_dict, "meta"}` (DESIGN.md), read by
+`vltseg_core.models.load_checkpoint` (`weights_only=True`). Class names and colours come from
+`meta["class_names"]` / `meta["class_colors"]` when the training run recorded them, else
+generic ones.
 """
 
 from __future__ import annotations
@@ -11,24 +12,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from vltseg_core.export.metadata import ModelMetadata, default_class_names, default_palette
 from vltseg_core.runtime.errors import ModelFileError, require_file
-
-
-def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The checkpoint dict, or ModelFileError if it is missing, corrupt or lacks the keys."""
-    path = require_file(path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - zip, pickle and EOF errors all mean "corrupt"
-        raise ModelFileError(path, f"not a readable checkpoint ({type(exc).__name__}: {exc})")
-    missing = [k for k in ("preset", "num_classes", "model") if not isinstance(ckpt, dict) or k not in ckpt]
-    if missing:
-        raise ModelFileError(path, f"not a vltseg checkpoint (missing {', '.join(missing)})")
-    return ckpt
 
 
 def metadata_for(
@@ -60,25 +47,24 @@ def metadata_for(
 
 
 def load_model(path: str | os.PathLike[str], device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Build the checkpoint's preset and load its weights; returns (eval model, checkpoint dict
-    without the state dict)."""
-    from vltseg_core.models import build_model
+    """(eval model, checkpoint meta) via `vltseg_core.models.load_checkpoint`; a missing,
+    corrupt or foreign file raises ModelFileError with a one-line reason."""
+    from vltseg_core.models import load_checkpoint
 
-    ckpt = read_checkpoint(path)
-    model = build_model(ckpt["preset"], ckpt["num_classes"])
+    path = require_file(path)
     try:
-        model.load_state_dict(ckpt.pop("model"))
-    except RuntimeError as exc:
-        raise ModelFileError(path, f"weights do not match preset {ckpt['preset']!r} ({exc})")
-    return model.to(device).eval(), ckpt
+        model, meta = load_checkpoint(path)
+    except Exception as exc:  # noqa: BLE001 - zip, pickle, EOF, key and shape errors: all "bad file"
+        raise ModelFileError(path, f"not a loadable vltseg checkpoint ({type(exc).__name__}: {exc})") from None
+    return model.to(device).eval(), dict(meta or {})
 
 
 def load_model_and_metadata(
     path: str | os.PathLike[str], device: str = "cpu", **fields: Any
 ) -> tuple[nn.Module, ModelMetadata]:
-    model, ckpt = load_model(path, device)
-    meta = metadata_for(model, ckpt["preset"], ckpt["num_classes"], ckpt.get("meta"), **fields)
-    return model, meta
+    model, meta = load_model(path, device)
+    preset = str(getattr(model, "preset", "custom"))
+    return model, metadata_for(model, preset, int(model.num_classes), meta, **fields)
 
 
 def model_file_kind(path: str | os.PathLike[str]) -> str:
