@@ -41,3 +41,26 @@ def test_rewrites_are_scoped_to_the_block() -> None:
     assert F.grid_sample is original_sample
     assert torchvision.ops.boxes.batched_nms is original_nms
     assert torchvision.ops.batched_nms is original_nms
+
+
+def test_deformable_attention_rewrite_matches_the_module() -> None:
+    from vltseg_core.export.rewrites import msdeform_attn_forward_for_export
+    from vltseg_core.models.pixel_decoder import MSDeformAttn
+
+    torch.manual_seed(0)
+    attn = MSDeformAttn(64, 3, 4, 4).eval()
+    torch.nn.init.normal_(attn.sampling_offsets.weight, std=0.5)  # offsets reaching off-map
+    torch.nn.init.normal_(attn.attention_weights.weight)
+    shapes = [(4, 8), (8, 16), (16, 32)]
+    query = torch.randn(2, 50, 64)
+    ref = torch.rand(1, 50, 2) * 1.2 - 0.1
+    value = torch.randn(2, sum(h * w for h, w in shapes), 64)
+    with torch.no_grad():
+        expected = attn(query, ref, value, shapes)
+        assert torch.allclose(msdeform_attn_forward_for_export(attn, query, ref, value, shapes),
+                              expected, atol=1e-5)
+        holder = torch.nn.Sequential(attn)
+        with export_rewrites(model=holder):
+            assert "forward" in attn.__dict__  # the instance uses the gather path here
+            assert torch.allclose(attn(query, ref, value, shapes), expected, atol=1e-5)
+        assert "forward" not in attn.__dict__

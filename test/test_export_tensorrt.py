@@ -10,6 +10,7 @@ import pytest
 
 from export_helpers import tiny_export
 from vltseg_core.export import tensorrt as trt_export
+from vltseg_core.export.files import atomic_write, default_file_mode
 from vltseg_core.export.metadata import ModelMetadata, default_class_names, default_palette
 
 BASE = dict(
@@ -55,9 +56,10 @@ def test_sha256_of_file_tracks_bytes(tmp_path: Path) -> None:
 def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path: Path) -> None:
     target = tmp_path / "x.engine"
     target.write_bytes(b"old")
-    trt_export.atomic_write(target, b"new" * 1000)
+    atomic_write(target, b"new" * 1000)
     assert target.read_bytes() == b"new" * 1000
     assert [p.name for p in tmp_path.iterdir()] == ["x.engine"]
+    assert target.stat().st_mode & 0o777 == default_file_mode()
 
 
 def test_profile_shapes_follow_the_graph_batch() -> None:

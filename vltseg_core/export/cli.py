@@ -72,6 +72,7 @@ def run_bench(
     warmup: int = 0,
     threads: int = 0,
     json_out: Path | None = None,
+    workdir: Path | None = None,
 ) -> str:
     """Bench every preset, print rows as they finish, return the Markdown table."""
     from vltseg_core.runtime.bench import ROWS, bench_preset, format_table, save_json
@@ -80,7 +81,7 @@ def run_bench(
     for preset in presets:
         rows += bench_preset(
             preset, size=size, batches=batches or [1, 4], kinds=backends or list(ROWS),
-            repeats=repeats, warmup=warmup, threads=threads,
+            repeats=repeats, warmup=warmup, threads=threads, workdir=workdir,
             report=lambda r: typer.echo(format_table([r]).splitlines()[-1], err=True),
         )
     if json_out:
@@ -133,11 +134,12 @@ def bench_command(
     warmup: Annotated[int, typer.Option(help="extra untimed calls per row")] = 0,
     threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads (0: per core)")] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write rows as JSON")] = None,
+    workdir: Annotated[Path | None, typer.Option(help="keep/reuse exported graphs here (default: a temp dir)")] = None,
 ) -> None:
     """Time torch / ONNX Runtime / TensorRT side by side; ratios to eager torch fp32."""
     table = run_bench(
         _csv(presets) or [], _size(height, width), [int(b) for b in _csv(batches) or []],
-        _csv(backends), repeats, warmup, threads, json_out,
+        _csv(backends), repeats, warmup, threads, json_out, workdir,
     )
     typer.echo(table)
 

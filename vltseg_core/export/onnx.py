@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import warnings
-from contextlib import redirect_stderr, redirect_stdout
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vltseg_core.export.files import atomic_write_with
 from vltseg_core.export.metadata import ModelMetadata
 from vltseg_core.export.rewrites import export_rewrites
 
@@ -129,7 +129,12 @@ class ExportModule(nn.Module):
 
 
 def infer_tasks(model: nn.Module, images: torch.Tensor) -> tuple[str, ...]:
-    """Which heads the model has, from one eval forward (sem_seg / detections not None)."""
+    """Which heads the model has: a VLTSeg's `seg_head` / `det_head`, else from one eval forward
+    (sem_seg / detections not None)."""
+    from vltseg_core.models import VLTSeg
+
+    if isinstance(model, VLTSeg):
+        return tuple(t for t, h in (("seg", model.seg_head), ("det", model.det_head)) if h is not None)
     with torch.no_grad():
         out = model(model.preprocess(images))
     tasks = tuple(t for t, v in (("seg", out.sem_seg), ("det", out.detections)) if v is not None)
@@ -232,19 +237,6 @@ def check_parity(
     return report
 
 
-def _atomic_save(model_proto: object, path: Path) -> None:
-    import onnx
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        onnx.save_model(model_proto, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def finalize_onnx(path: Path, metadata: ModelMetadata, *, forbid_ops: Sequence[str] = ()) -> None:
     """Write metadata_props into the file; refuse graphs that still contain `forbid_ops`."""
     import onnx
@@ -259,7 +251,7 @@ def finalize_onnx(path: Path, metadata: ModelMetadata, *, forbid_ops: Sequence[s
     del proto.metadata_props[:]
     for key, value in metadata.to_props().items():
         proto.metadata_props.add(key=key, value=value)
-    _atomic_save(proto, path)
+    atomic_write_with(path, lambda tmp: onnx.save_model(proto, tmp))
 
 
 def read_metadata(path: Path) -> ModelMetadata:
@@ -283,10 +275,7 @@ def _trace_to_onnx(
     example = parity_images(batch or 2, *size, seed=1)  # 2, not 1: size-1 dims get specialised
     example = example if input_dtype == "uint8" else example.float()
     dynamic = None if batch else ({0: torch.export.Dim("batch", min=1, max=64)},)
-    log = io.StringIO()  # the exporter and its optimiser narrate every step
-    with export_rewrites(grid_sample=gather_sampling), torch.no_grad(), redirect_stdout(log), \
-            redirect_stderr(log), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with _quiet(), export_rewrites(gather_sampling, module.model), torch.no_grad():
         torch.onnx.export(
             module,
             (example,),
@@ -299,6 +288,16 @@ def _trace_to_onnx(
             external_data=False,
             verbose=False,
         )
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the exporter and its optimiser, which narrate every step on stdout, stderr and
+    warnings; errors still propagate as exceptions."""
+    log = io.StringIO()
+    with redirect_stdout(log), redirect_stderr(log), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def _graph_batch(path: Path) -> int | None:
@@ -334,6 +333,8 @@ def export_onnx(
     max_detections; tasks, outputs and confidence are filled in here.
     gather_sampling exports `F.grid_sample` as gathers (TensorRT-safe, see rewrites.py).
     """
+    if metadata.num_classes > 256:
+        raise ValueError(f"{metadata.num_classes} classes do not fit the uint8 class_ids output")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")  # moved into place only once checked

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from vltseg_core.export.metadata import ModelMetadata
+from vltseg_core.export.files import atomic_write
 
 Shapes = Mapping[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]  # min, opt, max
 FP16_SCORE_TOL = 2e-2
@@ -107,19 +107,6 @@ def input_shapes(metadata: ModelMetadata, max_batch: int = 4) -> dict[str, tuple
         shape = (metadata.batch, 3, h, w)
         return {"images": (shape, shape, shape)}
     return {"images": ((1, 3, h, w), (1, 3, h, w), (max_batch, 3, h, w))}
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _timing_cache_path(onnx_path: Path, gpu: str, trt_version: str) -> Path:
