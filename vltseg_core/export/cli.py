@@ -45,7 +45,7 @@ def export_checkpoint(
     if result.parity:
         typer.echo(f"parity ONNX Runtime vs PyTorch: {result.parity}")
     if fmt == "onnx":
-        written += _variants(result.path, fp16=bool(fp16), int8=int8)
+        written += _variants(result.path, fp16=bool(fp16), int8=int8, check=check)
     else:
         from vltseg_core.export.tensorrt import load_or_build
 
@@ -57,10 +57,18 @@ def export_checkpoint(
     return written
 
 
-def _variants(path: Path, *, fp16: bool, int8: bool) -> list[Path]:
-    from vltseg_core.export.variants import convert_fp16, quantize_int8
+def _variants(path: Path, *, fp16: bool, int8: bool, check: bool = True) -> list[Path]:
+    """Write the requested fp16 / int8 copies, each checked against the fp32 graph."""
+    from vltseg_core.export.variants import check_variant, convert_fp16, quantize_int8
 
-    return ([convert_fp16(path)] if fp16 else []) + ([quantize_int8(path)] if int8 else [])
+    written = []
+    for precision, wanted, convert in (("fp16", fp16, convert_fp16), ("int8", int8, quantize_int8)):
+        if wanted:
+            written.append(convert(path))
+            if check:
+                typer.echo(f"parity {precision} vs fp32 (ONNX Runtime): "
+                           f"{check_variant(path, written[-1], precision)}")
+    return written
 
 
 def run_bench(
@@ -132,7 +140,7 @@ def bench_command(
     backends: Annotated[str | None, typer.Option(help="subset of torch-fp32,torch-bf16,ort-fp32,ort-fp16,ort-int8,trt-fp16")] = None,
     repeats: Annotated[int, typer.Option(help="timed calls per row (median)")] = 3,
     warmup: Annotated[int, typer.Option(help="extra untimed calls per row")] = 0,
-    threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads (0: per core)")] = 0,
+    threads: Annotated[int, typer.Option(help="intra-op threads for torch and ONNX Runtime (0: their defaults)")] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write rows as JSON")] = None,
     workdir: Annotated[Path | None, typer.Option(help="keep/reuse exported graphs here (default: a temp dir)")] = None,
 ) -> None:

@@ -60,7 +60,8 @@ def confidence_and_ids(scores: torch.Tensor, mode: str) -> tuple[torch.Tensor, t
     else:
         probs = scores
     confidence, ids = probs.max(dim=1)
-    return ids.to(torch.uint8), confidence
+    # via float: TensorRT converts to/from UINT8 only from FLOAT/HALF (class ids <= 255 are exact)
+    return ids.to(torch.float32).to(torch.uint8), confidence
 
 
 def pad_detections(

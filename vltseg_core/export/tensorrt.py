@@ -181,7 +181,10 @@ class TensorRTRunner:
         self._logger = trt.Logger(trt.Logger.WARNING)
         with torch.cuda.device(self.device):
             self._runtime = trt.Runtime(self._logger)
-            self.engine = self._runtime.deserialize_cuda_engine(engine_bytes)
+            try:  # a foreign engine gives None (and a logged error); some versions raise
+                self.engine = self._runtime.deserialize_cuda_engine(engine_bytes)
+            except Exception:  # noqa: BLE001
+                self.engine = None
             if self.engine is None:
                 raise EngineLoadError("engine does not deserialise with this TensorRT/GPU")
             self.context = self.engine.create_execution_context()

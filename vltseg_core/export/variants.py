@@ -71,3 +71,36 @@ def quantize_int8(src: str | os.PathLike[str], dst: str | os.PathLike[str] | Non
     _with_precision(proto, "int8")
     onnx.save_model(proto, str(dst))
     return dst
+
+
+# Reduced precision is judged against the fp32 graph, with looser bounds than fp32 export:
+TOLERANCES = {"fp16": (2e-2, 0.99), "int8": (1e-1, 0.95)}  # (max |d score|, class agreement)
+
+
+def check_variant(fp32: Path, variant: Path, precision: str) -> str:
+    """Run both graphs in ONNX Runtime (CPU) on the parity images and compare; raises
+    ParityError beyond TOLERANCES, returns the report (or why it could not run) as text."""
+    import onnxruntime as ort
+
+    from vltseg_core.export.onnx import (
+        ParityError,
+        compare_outputs,
+        parity_images,
+        read_metadata,
+        run_onnxruntime,
+    )
+
+    meta = read_metadata(fp32)
+    images = parity_images(meta.batch or 2, *meta.input_size, seed=7).numpy()
+    reference = run_onnxruntime(fp32, images)
+    try:
+        candidate = run_onnxruntime(variant, images)
+    except ort.capi.onnxruntime_pybind11_state.NotImplemented as exc:  # no CPU kernel for an op
+        return f"not checked: ONNX Runtime CPU cannot run it ({str(exc).splitlines()[0][:100]})"
+    score_tol, agreement = TOLERANCES[precision]
+    report = compare_outputs(reference, candidate, score_tol=score_tol, min_agreement=agreement,
+                             box_tol=2.0)
+    if not report.ok:
+        raise ParityError(f"{variant.name}: {precision} vs fp32 parity failed: {report}")
+    return str(report)
+

@@ -33,6 +33,7 @@ class BenchRow:
     size: tuple[int, int]
     batch: int
     backend: str
+    threads: int = 0
     ms: float = float("nan")  # best round
     ms_median: float = float("nan")
     images_per_s: float = float("nan")
@@ -121,10 +122,27 @@ def bench_preset(
     """
     import torch
 
+    previous = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)  # the same intra-op thread count for torch and ORT
+    try:
+        return _bench_batches(preset, size, batches, kinds, warmup, repeats, threads, workdir,
+                              num_classes, report)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _bench_batches(preset: str, size: tuple[int, int] | None, batches: Sequence[int],
+                   kinds: Sequence[str], warmup: int, repeats: int, threads: int,
+                   workdir: Path | None, num_classes: int, report: Callable[[BenchRow], None]
+                   ) -> list[BenchRow]:
+    import torch
+
     from vltseg_core.export.onnx import parity_images
     from vltseg_core.models import build_model
     from vltseg_core.runtime.checkpoint import metadata_for
 
+    threads_used = threads or torch.get_num_threads()
     torch.manual_seed(0)
     model = build_model(preset, num_classes).eval()
     param_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
@@ -137,7 +155,7 @@ def bench_preset(
         onnx_paths = _export_variants(model, metadata, workdir, kinds)
         started = {}
         for kind in kinds:
-            row = BenchRow(preset, metadata.input_size, batch, kind)
+            row = BenchRow(preset, metadata.input_size, batch, kind, threads_used)
             backend, ids = _start(row, kind, model, metadata, onnx_paths, images, threads,
                                   param_mb if kind.startswith("torch") else 0.0)
             started[kind] = (row, backend, ids)
@@ -190,12 +208,12 @@ def _time_rounds(started: dict[str, tuple[BenchRow, object]], images: np.ndarray
 def format_table(rows: Sequence[BenchRow]) -> str:
     """Markdown table; ratios are to eager torch fp32 of the same preset and batch."""
     lines = [
-        "| preset | HxW | batch | backend | best ms/batch | img/s | x eager fp32 | class agree | peak MB | note |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---|",
+        "| preset | HxW | batch | threads | backend | best ms/batch | img/s | x eager fp32 | class agree | peak MB | note |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r.preset} | {r.size[0]}x{r.size[1]} | {r.batch} | {r.backend} | {r.ms:.1f} | "
+            f"| {r.preset} | {r.size[0]}x{r.size[1]} | {r.batch} | {r.threads} | {r.backend} | {r.ms:.1f} | "
             f"{r.images_per_s:.2f} | {r.speedup:.2f} | {r.agreement:.4f} | {r.peak_mb:.0f} | {r.note} |"
         )
     return "\n".join(lines).replace("| nan ", "| - ")
