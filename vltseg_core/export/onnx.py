@@ -173,9 +173,15 @@ def compare_outputs(
     score_tol: float = 1e-3,
     min_agreement: float = 0.999,
     box_tol: float = 0.5,
+    strict_detections: bool = True,
+    best_score_tol: float = 0.1,
 ) -> ParityReport:
     """Compare graph outputs by name: scores/confidences to score_tol, class maps by agreement,
-    boxes in pixels to box_tol (only over rows both sides count as detections)."""
+    boxes in pixels to box_tol (over rows both sides count as detections), labels and counts
+    exactly. strict_detections False (reduced precision: box coordinates lose bits, proposals
+    shift, NMS and thresholds decide differently, so the detection sets legitimately differ):
+    only the best score per image is compared, to best_score_tol, which catches a broken
+    detector, not fp16 drift (2.6e-2 measured on the random-init tiny joint model)."""
     diffs: dict[str, float] = {}
     agreement = 1.0
     notes = ""
@@ -185,14 +191,17 @@ def compare_outputs(
         if name == "class_ids":
             agreement = float((ref == got).mean())
             ok &= agreement >= min_agreement
-        elif name in ("confidence", "class_scores", "scores"):
+        elif name in ("confidence", "class_scores") or (name == "scores" and strict_detections):
             diffs[name] = float(np.abs(ref.astype(np.float64) - got).max(initial=0.0))
             ok &= diffs[name] <= score_tol
-        elif name == "boxes":
+        elif name == "scores":  # the best detection per image only
+            diffs[name] = float(np.abs(ref.max(-1, initial=0.0) - got.max(-1, initial=0.0)).max())
+            ok &= diffs[name] <= best_score_tol
+        elif name == "boxes" and strict_detections:
             valid = (reference["scores"] > 0) & (candidate["scores"] > 0)
             diffs[name] = float(np.abs(ref - got)[valid].max(initial=0.0))
             ok &= diffs[name] <= box_tol
-        elif name in ("labels", "num_detections") and not np.array_equal(ref, got):
+        elif name in ("labels", "num_detections") and strict_detections and not np.array_equal(ref, got):
             notes += f"; {name} differ in {int((ref != got).sum())} entries"
             ok = False
     return ParityReport(diffs, agreement, bool(ok), notes)

@@ -221,7 +221,9 @@ class TensorRTRunner:
         return {k: v.cpu().numpy() for k, v in outputs.items()}
 
 
-def check_engine_parity(runner: TensorRTRunner, onnx_path: Path, metadata: ModelMetadata) -> str:
+def check_engine_parity(
+    runner: TensorRTRunner, onnx_path: Path, metadata: ModelMetadata, precision: str = "fp16"
+) -> str:
     """Engine vs ONNX Runtime (CPU, fp32 graph) on the export parity images; raises on failure."""
     from vltseg_core.export.onnx import ParityError, compare_outputs, parity_images, run_onnxruntime
 
@@ -233,7 +235,7 @@ def check_engine_parity(runner: TensorRTRunner, onnx_path: Path, metadata: Model
         runner.run({"images": images}),
         score_tol=FP16_SCORE_TOL,
         min_agreement=FP16_MIN_AGREEMENT,
-        box_tol=2.0,
+        strict_detections=precision == "fp32",
     )
     if not report.ok:
         raise ParityError(f"TensorRT engine vs ONNX Runtime parity failed: {report}")
@@ -272,7 +274,7 @@ def load_or_build(
     )
     runner = TensorRTRunner(data, device)
     if check:
-        check_engine_parity(runner, onnx_path, metadata)
+        check_engine_parity(runner, onnx_path, metadata, precision)
     atomic_write(path.with_name(path.name + ".json"), metadata.to_json().encode())
     atomic_write(path, data)
     return runner, path

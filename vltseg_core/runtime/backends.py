@@ -60,8 +60,8 @@ class TorchBackend:
         from vltseg_core.export.onnx import confidence_and_ids, pad_detections
 
         x = self.model.preprocess(torch.from_numpy(images).to(self.device))
-        autocast = torch.autocast(self.device.type, self.autocast_dtype, enabled=self.autocast_dtype is not None)
-        with torch.inference_mode(), autocast:
+        dtype = self.autocast_dtype
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype, enabled=dtype is not None):
             out = self._forward(x)
             named: dict[str, torch.Tensor] = {}
             if out.sem_seg is not None:
