@@ -271,17 +271,24 @@ def count_flops(model: nn.Module, size: tuple[int, int], batch: int = 1) -> int:
     """FLOPs (2 per multiply-add, ``torch.utils.flop_counter``) of one eval forward.
 
     Runs on the meta device when the model lives there (no compute, no memory)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
     device = next(model.parameters()).device
     x = torch.zeros(batch, 3, *size, device=device)
     was_training = model.training
+    flags = {p: p.requires_grad for p in model.parameters()}
     model.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    try:  # FlopCounterMode's module tracker trips over views of trainable leaves in no_grad
+        for p in flags:
+            p.requires_grad_(False)
+        # the math SDPA backend: FlopCounterMode has no formula for the fused CPU kernel
+        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
             model(x)
     finally:
         model.train(was_training)
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
     return int(counter.get_total_flops())
 
 

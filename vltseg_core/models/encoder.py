@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import timm
 import torch
@@ -28,7 +28,8 @@ from torch.utils.checkpoint import checkpoint
 
 log = logging.getLogger(__name__)
 
-Family = str  # "clip" (OpenAI-CLIP layout, open_clip VisionTransformer) or "eva02" (timm Eva)
+# "clip": OpenAI-CLIP layout (open_clip VisionTransformer); "eva02": timm Eva (open_clip TimmModel)
+Family = Literal["clip", "eva02"]
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def create_trunk(
     for key, value in (("embed_dim", embed_dim), ("depth", depth), ("num_heads", num_heads)):
         if value is not None:
             kwargs[key] = value
-    if quick_gelu:
+    if quick_gelu or clip_name.endswith("-quickgelu"):
         if spec.family != "clip":
             raise ValueError(f"quick_gelu only applies to OpenAI-CLIP towers, not {clip_name}")
         kwargs["act_layer"] = "quick_gelu"
@@ -293,6 +294,8 @@ class ViTEncoder(nn.Module):
         out_indices = tuple(int(i) for i in out_indices)
         if list(out_indices) != sorted(set(out_indices)) or out_indices[-1] >= len(trunk.blocks):
             raise ValueError(f"out_indices {out_indices} must increase and be < depth {len(trunk.blocks)}")
+        if not getattr(trunk, "dynamic_img_size", False):
+            raise ValueError("build the trunk with dynamic_img_size=True (see create_trunk)")
         if getattr(trunk, "no_embed_class", False) or getattr(trunk, "reg_token", None) is not None \
                 or getattr(trunk, "cls_token", None) is None:
             raise ValueError("expected a CLIP-style trunk: class token, position embedding incl. it")
@@ -304,6 +307,7 @@ class ViTEncoder(nn.Module):
         self.embed_dim: int = int(trunk.embed_dim)
         self.freeze_blocks = 0
         self.freeze(freeze_blocks)
+        self.load_report: LoadReport | None = None  # set by load_open_clip
 
     @property
     def num_blocks(self) -> int:
@@ -373,6 +377,7 @@ class ViTEncoder(nn.Module):
         else:
             state, source = read_state_dict(path_or_state), os.fspath(path_or_state)
         report = load_trunk_weights(self.trunk, state, self.family, strict=strict, source=source)
+        self.load_report = report
         log.info("encoder weights from %s: %d missing, %d unexpected, %d ignored, resampled %s",
                  source, len(report.missing), len(report.unexpected), len(report.ignored),
                  report.resampled)

@@ -101,16 +101,17 @@ class MSDeformAttn(nn.Module):
         norm = torch.tensor([[w, h] for h, w in shapes], dtype=query.dtype, device=query.device)
         loc = reference_points[:, :, None, None, None, :] + offsets / norm[:, None, :]
         grids = 2 * loc - 1  # B,Lq,nh,nl,np,2 in grid_sample's [-1, 1]
-        sampled = []
+        weights = weights.view(b, lq, nh, nl, npnt).permute(0, 2, 3, 1, 4).reshape(b * nh, nl, 1, lq, npnt)
+        out: Tensor | None = None
         for lvl, v_l in enumerate(v.split([h * w for h, w in shapes], dim=1)):
             h, w = shapes[lvl]
             v_l = v_l.permute(0, 2, 3, 1).reshape(b * nh, c // nh, h, w)
             g = grids[:, :, :, lvl].permute(0, 2, 1, 3, 4).reshape(b * nh, lq, npnt, 2)
-            sampled.append(F.grid_sample(v_l, g, mode="bilinear", padding_mode="zeros",
-                                         align_corners=False))  # B*nh, C/nh, Lq, np
-        stacked = torch.stack(sampled, dim=-2).flatten(-2)  # B*nh, C/nh, Lq, nl*np
-        weights = weights.permute(0, 2, 1, 3).reshape(b * nh, 1, lq, nl * npnt)
-        out = (stacked * weights).sum(-1).view(b, c, lq)  # heads are contiguous channel blocks
+            sampled = F.grid_sample(v_l, g, mode="bilinear", padding_mode="zeros",
+                                    align_corners=False)  # B*nh, C/nh, Lq, np
+            term = (sampled * weights[:, lvl]).sum(-1)  # B*nh, C/nh, Lq
+            out = term if out is None else out + term
+        out = out.view(b, c, lq)  # heads are contiguous channel blocks
         return self.output_proj(out.transpose(1, 2))
 
 

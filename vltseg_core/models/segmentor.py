@@ -28,8 +28,12 @@ CLIP_STD: tuple[float, float, float] = (68.5005327, 66.6321579, 70.32316305)
 
 
 class ModelOutput(NamedTuple):
-    """Eval output. ``sem_seg [B, K, H, W]`` per-class scores in [0, 1] (None without a seg
-    head); ``detections`` per image ``{"boxes" [N,4] xyxy px, "scores" [N], "labels" [N]}``
+    """Eval output.
+
+    ``sem_seg [B, K, H, W]``: Mask2Former per-class scores (None without a seg head). They
+    are sums over queries of class probability x mask probability, so non-negative but not
+    normalised (a pixel's scores may sum to more or less than 1); the argmax is the class.
+    ``detections``: per image ``{"boxes" [N,4] xyxy px, "scores" [N], "labels" [N]}``
     (None without a det head)."""
 
     sem_seg: Tensor | None
