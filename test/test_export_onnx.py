@@ -145,3 +145,16 @@ def test_reduced_precision_detections_compare_the_best_score_only() -> None:
     assert compare_outputs(ref, swapped, score_tol=2e-2, strict_detections=False).ok
     broken = dict(swapped, scores=np.array([[0.3, 0.1]], np.float32))
     assert not compare_outputs(ref, broken, score_tol=2e-2, strict_detections=False).ok
+
+
+def test_detection_graph_with_no_detection_left(tmp_path: Path) -> None:
+    """Every score under the threshold: NMS sees zero boxes (the data-dependent edge the
+    batched_nms rewrite exists for); the graph still returns N zero rows."""
+    torch.manual_seed(0)
+    model = StubModel(tasks=("det",)).eval()
+    with torch.no_grad():
+        model.det_head.bias[4:] = -20.0  # sigmoid(class logits) ~ 0 < 0.3 threshold
+    result = export_onnx(model, tmp_path / "empty.onnx", _stub_metadata())
+    out = run_onnxruntime(result.path, parity_images(1, 64, 96, seed=3).numpy())
+    assert int(out["num_detections"][0]) == 0
+    assert not out["scores"].any() and not out["boxes"].any()
