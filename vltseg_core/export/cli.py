@@ -1,0 +1,158 @@
+"""`vltseg export` and `vltseg bench`: plain functions (`export_checkpoint`, `run_bench`) plus
+`register(app)`, which the top-level typer app calls. Heavy imports stay inside the functions
+so `vltseg --help` is instant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def export_checkpoint(
+    checkpoint: Path,
+    fmt: str = "onnx",
+    out: Path | None = None,
+    size: tuple[int, int] | None = None,
+    *,
+    batch: int = 1,
+    fp16: bool | None = None,
+    int8: bool = False,
+    input_dtype: str = "uint8",
+    class_scores: bool = False,
+    max_detections: int = 100,
+    check: bool = True,
+    device: str = "cuda:0",
+) -> list[Path]:
+    """Checkpoint -> ONNX (+ fp16 / int8 variants) or -> ONNX + cached TensorRT engine.
+
+    fp16 None means: an fp16 engine for tensorrt, no fp16 ONNX for onnx. Returns written files.
+    """
+    from vltseg_core.export.onnx import export_onnx
+    from vltseg_core.runtime.checkpoint import load_model_and_metadata
+
+    if fmt not in ("onnx", "tensorrt"):
+        raise typer.BadParameter(f"--format must be onnx or tensorrt, got {fmt!r}")
+    model, metadata = load_model_and_metadata(
+        checkpoint, input_size=size, batch=batch, input_dtype=input_dtype,
+        max_detections=max_detections,
+    )
+    out = out or checkpoint.with_suffix(".onnx")
+    result = export_onnx(model, out, metadata, class_scores=class_scores, check=check)
+    written = [result.path]
+    if result.parity:
+        typer.echo(f"parity ONNX Runtime vs PyTorch: {result.parity}")
+    if fmt == "onnx":
+        written += _variants(result.path, fp16=bool(fp16), int8=int8, check=check)
+    else:
+        from vltseg_core.export.tensorrt import load_or_build
+
+        precision = "fp32" if fp16 is False else "fp16"
+        index = int(device.partition(":")[2] or 0)
+        _, engine = load_or_build(result.path, result.metadata, precision=precision, device=index,
+                                  check=check)
+        written.append(engine)
+    return written
+
+
+def _variants(path: Path, *, fp16: bool, int8: bool, check: bool = True) -> list[Path]:
+    """Write the requested fp16 / int8 copies, each checked against the fp32 graph."""
+    from vltseg_core.export.variants import check_variant, convert_fp16, quantize_int8
+
+    written = []
+    for precision, wanted, convert in (("fp16", fp16, convert_fp16), ("int8", int8, quantize_int8)):
+        if wanted:
+            written.append(convert(path))
+            if check:
+                typer.echo(f"parity {precision} vs fp32 (ONNX Runtime): "
+                           f"{check_variant(path, written[-1], precision)}")
+    return written
+
+
+def run_bench(
+    presets: list[str],
+    size: tuple[int, int] | None = None,
+    batches: list[int] | None = None,
+    backends: list[str] | None = None,
+    repeats: int = 3,
+    warmup: int = 0,
+    threads: int = 0,
+    json_out: Path | None = None,
+    workdir: Path | None = None,
+) -> str:
+    """Bench every preset, print rows as they finish, return the Markdown table."""
+    from vltseg_core.runtime.bench import ROWS, bench_preset, format_table, save_json
+
+    rows = []
+    for preset in presets:
+        rows += bench_preset(
+            preset, size=size, batches=batches or [1, 4], kinds=backends or list(ROWS),
+            repeats=repeats, warmup=warmup, threads=threads, workdir=workdir,
+            report=lambda r: typer.echo(format_table([r]).splitlines()[-1], err=True),
+        )
+    if json_out:
+        save_json(rows, json_out)
+    return format_table(rows)
+
+
+def _size(height: int | None, width: int | None) -> tuple[int, int] | None:
+    if (height is None) != (width is None):
+        raise typer.BadParameter("give both --height and --width, or neither")
+    return (height, width) if height and width else None
+
+
+def _csv(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+def export_command(
+    checkpoint: Annotated[Path, typer.Option(help="vltseg checkpoint (.pt)")],
+    format: Annotated[str, typer.Option("--format", help="onnx | tensorrt")] = "onnx",  # noqa: A002
+    out: Annotated[Path | None, typer.Option(help="ONNX path (default: checkpoint with .onnx)")] = None,
+    height: Annotated[int | None, typer.Option(help="graph input height (default: preset's)")] = None,
+    width: Annotated[int | None, typer.Option(help="graph input width (default: preset's)")] = None,
+    batch: Annotated[int, typer.Option(help="fixed batch size of the graph")] = 1,
+    fp16: Annotated[bool | None, typer.Option("--fp16/--fp32", help="onnx: also write model.fp16.onnx; tensorrt: engine precision (default fp16)")] = None,
+    int8: Annotated[bool, typer.Option(help="onnx: also write a dynamic-int8 model.int8.onnx")] = False,
+    float_input: Annotated[bool, typer.Option(help="float32 0..255 input instead of uint8")] = False,
+    class_scores: Annotated[bool, typer.Option(help="also output class scores [B,K,H,W]")] = False,
+    max_detections: Annotated[int, typer.Option(help="fixed detection count per image")] = 100,
+    check: Annotated[bool, typer.Option(help="parity check vs PyTorch (and engine vs ORT)")] = True,
+    device: Annotated[str, typer.Option(help="CUDA device for tensorrt")] = "cuda:0",
+) -> None:
+    """Export a checkpoint to ONNX (fixed input size; parity-checked) or a TensorRT engine."""
+    written = export_checkpoint(
+        checkpoint, format, out, _size(height, width), batch=batch, fp16=fp16, int8=int8,
+        input_dtype="float32" if float_input else "uint8", class_scores=class_scores,
+        max_detections=max_detections, check=check, device=device,
+    )
+    for path in written:
+        typer.echo(f"wrote {path}")
+
+
+def bench_command(
+    presets: Annotated[str, typer.Option(help="comma-separated presets")] = "vltseg_tiny_m2f,vltseg_clip_b16_m2f",
+    height: Annotated[int | None, typer.Option(help="input height (default: preset's)")] = None,
+    width: Annotated[int | None, typer.Option(help="input width (default: preset's)")] = None,
+    batches: Annotated[str, typer.Option(help="comma-separated batch sizes")] = "1,4",
+    backends: Annotated[str | None, typer.Option(help="subset of torch-fp32,torch-bf16,ort-fp32,ort-fp16,ort-int8,trt-fp16")] = None,
+    repeats: Annotated[int, typer.Option(help="timed calls per row (median)")] = 3,
+    warmup: Annotated[int, typer.Option(help="extra untimed calls per row")] = 0,
+    threads: Annotated[int, typer.Option(help="intra-op threads for torch and ONNX Runtime (0: their defaults)")] = 0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write rows as JSON")] = None,
+    workdir: Annotated[Path | None, typer.Option(help="keep/reuse exported graphs here (default: a temp dir)")] = None,
+) -> None:
+    """Time torch / ONNX Runtime / TensorRT side by side; ratios to eager torch fp32."""
+    table = run_bench(
+        _csv(presets) or [], _size(height, width), [int(b) for b in _csv(batches) or []],
+        _csv(backends), repeats, warmup, threads, json_out, workdir,
+    )
+    typer.echo(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `export` and `bench` to the `vltseg` app."""
+    app.command("export")(export_command)
+    app.command("bench")(bench_command)

@@ -1,0 +1,203 @@
+"""Inference backends behind one call: `run(images uint8 [B,3,H,W] RGB) -> {output name: array}`
+with the exported graph's output names (export/onnx.py), so the Predictor post-processes every
+backend the same way. `max_batch` says how the Predictor must chunk a batch.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from vltseg_core.export.metadata import ModelMetadata
+from vltseg_core.runtime.errors import ModelFileError, require_file
+
+
+class Backend(Protocol):
+    metadata: ModelMetadata
+    fixed_batch: int | None  # graph batch size if fixed (chunks are padded to it)
+    max_batch: int  # largest chunk a call may carry
+
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]: ...
+
+
+class TorchBackend:
+    """Eager PyTorch (optionally `torch.compile`d, optionally under autocast) with the export
+    wrapper's output functions, so it is the reference the graphs are checked against."""
+
+    fixed_batch: int | None = None
+    max_batch = 64
+
+    def __init__(
+        self,
+        model: "torch.nn.Module",  # noqa: F821 - torch imported lazily
+        metadata: ModelMetadata,
+        *,
+        device: str = "cpu",
+        compile: bool = False,
+        autocast_dtype: "torch.dtype | None" = None,  # noqa: F821
+    ) -> None:
+        import torch
+
+        self.metadata = metadata
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self._forward = torch.compile(self.model) if compile else self.model
+        self.autocast_dtype = autocast_dtype
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike[str], device: str = "cpu", **kw: object) -> TorchBackend:
+        from vltseg_core.runtime.checkpoint import load_model_and_metadata
+
+        model, metadata = load_model_and_metadata(path)
+        return cls(model, metadata, device=device, **kw)  # type: ignore[arg-type]
+
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        import torch
+
+        from vltseg_core.export.onnx import confidence_and_ids, pad_detections
+
+        x = self.model.preprocess(torch.from_numpy(images).to(self.device))
+        dtype = self.autocast_dtype
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype, enabled=dtype is not None):
+            out = self._forward(x)
+            named: dict[str, torch.Tensor] = {}
+            if out.sem_seg is not None:
+                ids, conf = confidence_and_ids(out.sem_seg, self.metadata.confidence or "normalize")
+                named.update(class_ids=ids, confidence=conf)
+            if out.detections is not None:
+                boxes, scores, labels, count = pad_detections(out.detections, self._max_det())
+                named.update(boxes=boxes, scores=scores, labels=labels, num_detections=count)
+        return {k: v.float().cpu().numpy() if v.is_floating_point() else v.cpu().numpy()
+                for k, v in named.items()}
+
+    def _max_det(self) -> int:
+        return self.metadata.max_detections or 100
+
+
+def _ort_providers(device: str) -> list[str | tuple[str, dict[str, str]]]:
+    import onnxruntime as ort
+
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device.startswith("cuda"):
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise RuntimeError("onnxruntime here has no CUDAExecutionProvider (needs onnxruntime-gpu)")
+        index = device.partition(":")[2] or "0"
+        return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+    raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
+
+
+class OnnxRuntimeBackend:
+    """An exported graph in ONNX Runtime (CPU or CUDA execution provider)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        device: str = "cpu",
+        threads: int = 0,
+        optimization: str = "all",
+        profile: bool = False,
+        spin: bool = False,
+    ) -> None:
+        """threads 0: one per core. spin False: idle intra-op threads sleep instead of
+        busy-waiting; on a CPU shared with other processes (ROS nodes, other jobs) spinning
+        threads steal the cores they wait for (measured here: 2x slower tiny model under load)."""
+        import onnxruntime as ort
+
+        self.path = require_file(path)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads  # 0: one per physical core
+        opts.graph_optimization_level = {
+            "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[optimization]
+        opts.enable_profiling = profile
+        opts.log_severity_level = 3  # errors only: constant-folding notes are not for users
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=_ort_providers(device))
+        except (RuntimeError, ValueError) as exc:
+            if "ExecutionProvider" in str(exc):
+                raise
+            raise ModelFileError(self.path, f"not a loadable ONNX model ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own pybind types (InvalidProtobuf, Fail)
+            raise ModelFileError(self.path, f"not a loadable ONNX model ({exc})") from None
+        self.metadata = read_session_metadata(self.session, self.path)
+        self.fixed_batch = self.metadata.batch
+        self.max_batch = self.metadata.batch or 64
+        self._input_dtype = np.uint8 if self.metadata.input_dtype == "uint8" else np.float32
+        self._names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        outs = self.session.run(None, {"images": images.astype(self._input_dtype, copy=False)})
+        return dict(zip(self._names, outs))
+
+
+def read_session_metadata(session: object, path: Path) -> ModelMetadata:
+    props = dict(session.get_modelmeta().custom_metadata_map)  # type: ignore[attr-defined]
+    try:
+        return ModelMetadata.from_props(props)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ModelFileError(path, f"not a vltseg export ({exc})") from None
+
+
+class TensorRTBackend:
+    """A TensorRT engine for an exported ONNX, taken from / added to the cache beside it.
+
+    Given an `.engine`, its `.json` sidecar supplies the metadata; if that engine does not
+    deserialise (other GPU / TensorRT version) and its ONNX sits beside it under the recorded
+    name, the engine is rebuilt from it.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, device: str = "cuda:0", precision: str = "fp16",
+        max_batch: int = 4,
+    ) -> None:
+        from vltseg_core.export import tensorrt as trt_export
+
+        index = int(device.partition(":")[2] or 0) if device.startswith("cuda") else None
+        if index is None:
+            raise ValueError(f"TensorRT needs a CUDA device, got {device!r}")
+        path = require_file(path)
+        onnx_path = path if path.suffix == ".onnx" else _onnx_for_engine(path)
+        if onnx_path is None:
+            self.metadata = _engine_metadata(path)
+            try:
+                self.runner = trt_export.TensorRTRunner(path.read_bytes(), index)
+            except trt_export.EngineLoadError as exc:
+                raise ModelFileError(path, f"{exc}; re-export it or pass its .onnx to rebuild") from None
+        else:
+            self.metadata = OnnxRuntimeBackend(onnx_path).metadata  # validates the file too
+            self.runner, self.engine_path = trt_export.load_or_build(
+                onnx_path, self.metadata, precision=precision, device=index, max_batch=max_batch
+            )
+        self.fixed_batch = self.metadata.batch
+        self.max_batch = self.metadata.batch or max_batch
+
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        dtype = np.uint8 if self.metadata.input_dtype == "uint8" else np.float32
+        return self.runner.run({"images": images.astype(dtype, copy=False)})
+
+
+def _engine_metadata(path: Path) -> ModelMetadata:
+    sidecar = path.with_name(path.name + ".json")
+    try:
+        return ModelMetadata.from_json(sidecar.read_text())
+    except (OSError, KeyError, ValueError) as exc:
+        raise ModelFileError(path, f"engine metadata {sidecar.name} unreadable ({exc})") from None
+
+
+def _onnx_for_engine(path: Path) -> Path | None:
+    """model.fp16.<key>.engine -> model.onnx beside it, if present (to rebuild from)."""
+    parts = path.name.rsplit(".", 3)  # stem, precision, key, "engine"
+    if len(parts) != 4:
+        return None
+    stem = parts[0]
+    candidate = path.with_name(f"{stem}.onnx")
+    return candidate if candidate.is_file() else None
