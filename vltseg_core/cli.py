@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from vltseg_core import commands
+from vltseg_core.export import cli as export_cli
 
 app = typer.Typer(
     name="vltseg",
@@ -30,6 +31,7 @@ def info() -> None:
 
 
 commands.register(app)  # train, eval, score, predict, models, data synth, demo
+export_cli.register(app)  # export, bench
 
 
 def main() -> None:  # console-script entry point
