@@ -73,3 +73,9 @@ def test_sigkill_and_resume_repeats_the_loss_curve(tmp_path_factory: pytest.Temp
     final_a = torch.load(ref_dir / "model_final.pt", weights_only=True)["model"]
     final_b = torch.load(cut_dir / "model_final.pt", weights_only=True)["model"]
     assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+
+    from vltseg_core.models import load_checkpoint  # a training last.pt is a model file too
+
+    model, meta = load_checkpoint(cut_dir / "checkpoints" / "last.pt")
+    assert meta["iter"] == ITERS
+    assert all(torch.equal(v, final_b[k]) for k, v in model.state_dict().items())
