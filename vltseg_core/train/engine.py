@@ -210,7 +210,7 @@ def _periodic(parts: Parts, cfg: Config, info: DistInfo, mon: Monitor, it: int,
     if _due(it, cfg.train.log_every, total):
         mon.scalars(it + 1, logs, "train/")
         mon.progress(it + 1, logs["loss"], logs["lr"])
-    if info.is_main and _due(it, cfg.train.image_every, total):
+    if mon.tb is not None and _due(it, cfg.train.image_every, total):  # rank 0 only
         mon.image(it + 1, "train/prediction", prediction_panel(parts.model, batch))
     if cfg.train.eval_every and _due(it, cfg.train.eval_every, total) and it + 1 < total:
         _evaluate(parts.model, cfg, mon, it + 1, quick=True)
