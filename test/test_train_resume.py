@@ -73,3 +73,23 @@ def test_sigkill_and_resume_repeats_the_loss_curve(tmp_path_factory: pytest.Temp
     final_a = torch.load(ref_dir / "model_final.pt", weights_only=True)["model"]
     final_b = torch.load(cut_dir / "model_final.pt", weights_only=True)["model"]
     assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+
+    from vltseg_core.models import load_checkpoint  # a training last.pt is a model file too
+
+    model, meta = load_checkpoint(cut_dir / "checkpoints" / "last.pt")
+    assert meta["iter"] == ITERS
+    assert all(torch.equal(v, final_b[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.slow
+def test_loader_workers_do_not_change_the_curve(tmp_path_factory: pytest.TempPathFactory,
+                                                tmp_path: Path) -> None:
+    """Augmentation is seeded per (seed, epoch, index): 2 workers replay 0 workers' batches."""
+    root = synth_root(tmp_path_factory)
+    curves = []
+    for workers in (0, 2):
+        out = tmp_path / f"w{workers}"
+        extra = {"eval.at_end": False, "data.num_workers": workers}
+        vltseg("train", "--config", str(DEMO), *tiny_overrides(out, 5, **extra), synth=root)
+        curves.append([r["loss"] for r in read_jsonl(out / "loss.jsonl")])
+    assert len(curves[0]) == 5 and curves[0] == curves[1]

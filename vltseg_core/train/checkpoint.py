@@ -75,15 +75,13 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def model_payload(model: torch.nn.Module, cfg: Any, meta: dict[str, Any]) -> dict[str, Any]:
-    """The model checkpoint dict of ``vltseg_core.models.save_checkpoint`` (tensors on CPU).
-
-    ``overrides`` are the config's ``model.options`` minus ``pretrained``: the weights are
-    in the file, so loading it must not need the original open_clip download.
-    """
+def model_payload(model: torch.nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
+    """The dict ``vltseg_core.models.save_checkpoint`` writes (preset and overrides as
+    ``build_model`` recorded them on the model; ``pretrained`` dropped, the weights are in
+    the file), so ``load_checkpoint`` reads a training ``last.pt`` like a model file."""
+    overrides = {k: v for k, v in getattr(model, "overrides", {}).items() if k != "pretrained"}
     sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    overrides = {k: v for k, v in cfg.model.options.items() if k != "pretrained"}
-    return {"preset": cfg.model.preset, "num_classes": cfg.model.num_classes,
+    return {"preset": getattr(model, "preset", "custom"), "num_classes": model.num_classes,
             "overrides": overrides, "model": sd, "meta": meta}
 
 

@@ -74,13 +74,6 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum over ranks, in place and returned; exact for integer tensors (confusion matrices)."""
-    if get_info()[1] > 1:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
-
-
 def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str, float]:
     """Average scalar logs over ranks (one collective for all keys, fixed key order)."""
     if get_info()[1] == 1 or not values:

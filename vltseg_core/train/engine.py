@@ -122,7 +122,7 @@ def save_state(parts: Parts, cfg: Config, info: DistInfo, next_iter: int) -> Non
     rngs = all_gather_objects(ckpt.rng_state())  # collective: every rank calls it
     if not info.is_main:
         return
-    payload = ckpt.model_payload(parts.model, cfg, {"config": to_dict(cfg), "iter": next_iter})
+    payload = ckpt.model_payload(parts.model, {"config": to_dict(cfg), "iter": next_iter})
     payload["train_state"] = {
         "iter": next_iter,
         "optimizer": parts.optimizer.state_dict(),
@@ -210,7 +210,7 @@ def _periodic(parts: Parts, cfg: Config, info: DistInfo, mon: Monitor, it: int,
     if _due(it, cfg.train.log_every, total):
         mon.scalars(it + 1, logs, "train/")
         mon.progress(it + 1, logs["loss"], logs["lr"])
-    if info.is_main and _due(it, cfg.train.image_every, total):
+    if mon.tb is not None and _due(it, cfg.train.image_every, total):  # rank 0 only
         mon.image(it + 1, "train/prediction", prediction_panel(parts.model, batch))
     if cfg.train.eval_every and _due(it, cfg.train.eval_every, total) and it + 1 < total:
         _evaluate(parts.model, cfg, mon, it + 1, quick=True)
@@ -270,10 +270,11 @@ def check_eval_targets(cfg: Config) -> None:
 def _finish(parts: Parts, cfg: Config, info: DistInfo, mon: Monitor
             ) -> tuple[Path, dict[str, dict]]:
     """Model-only ``model_final.pt`` and, if configured, the full multi-target evaluation."""
+    from vltseg_core.models import save_checkpoint
+
     path = cfg.out_dir / "model_final.pt"
     if info.is_main:
-        meta = {"config": to_dict(cfg), "iter": cfg.train.iters}
-        ckpt.atomic_save(ckpt.model_payload(parts.model, cfg, meta), path)
+        save_checkpoint(parts.model, path, {"config": to_dict(cfg), "iter": cfg.train.iters})
     metrics: dict[str, dict] = {}
     if cfg.eval.at_end and cfg.eval.targets:
         metrics = _evaluate(parts.model, cfg, mon, cfg.train.iters, quick=False)
