@@ -35,6 +35,11 @@ def export_checkpoint(
 
     if fmt not in ("onnx", "tensorrt"):
         raise typer.BadParameter(f"--format must be onnx or tensorrt, got {fmt!r}")
+    if fmt == "tensorrt":  # fail before a minutes-long export, not after
+        from vltseg_core.export.tensorrt import TensorRTUnavailable, tensorrt_unavailable_reason
+
+        if reason := tensorrt_unavailable_reason():
+            raise TensorRTUnavailable(reason)
     model, metadata = load_model_and_metadata(
         checkpoint, input_size=size, batch=batch, input_dtype=input_dtype,
         max_detections=max_detections,
@@ -107,6 +112,13 @@ def _csv(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()] if text else None
 
 
+_FP16_HELP = "onnx: also write model.fp16.onnx; tensorrt: engine precision (default fp16)"
+_BENCH_PRESETS = "vltseg_tiny_m2f,vltseg_clip_b16_m2f"
+_BACKENDS_HELP = "subset of torch-fp32,torch-bf16,ort-fp32,ort-fp16,ort-int8,trt-fp16"
+_THREADS_HELP = "intra-op threads for torch and ONNX Runtime (0: their defaults)"
+_WORKDIR_HELP = "keep/reuse exported graphs here (default: a temp dir)"
+
+
 def export_command(
     checkpoint: Annotated[Path, typer.Option(help="vltseg checkpoint (.pt)")],
     format: Annotated[str, typer.Option("--format", help="onnx | tensorrt")] = "onnx",  # noqa: A002
@@ -114,7 +126,7 @@ def export_command(
     height: Annotated[int | None, typer.Option(help="graph input height (default: preset's)")] = None,
     width: Annotated[int | None, typer.Option(help="graph input width (default: preset's)")] = None,
     batch: Annotated[int, typer.Option(help="fixed batch size of the graph")] = 1,
-    fp16: Annotated[bool | None, typer.Option("--fp16/--fp32", help="onnx: also write model.fp16.onnx; tensorrt: engine precision (default fp16)")] = None,
+    fp16: Annotated[bool | None, typer.Option("--fp16/--fp32", help=_FP16_HELP)] = None,
     int8: Annotated[bool, typer.Option(help="onnx: also write a dynamic-int8 model.int8.onnx")] = False,
     float_input: Annotated[bool, typer.Option(help="float32 0..255 input instead of uint8")] = False,
     class_scores: Annotated[bool, typer.Option(help="also output class scores [B,K,H,W]")] = False,
@@ -133,16 +145,16 @@ def export_command(
 
 
 def bench_command(
-    presets: Annotated[str, typer.Option(help="comma-separated presets")] = "vltseg_tiny_m2f,vltseg_clip_b16_m2f",
+    presets: Annotated[str, typer.Option(help="comma-separated presets")] = _BENCH_PRESETS,
     height: Annotated[int | None, typer.Option(help="input height (default: preset's)")] = None,
     width: Annotated[int | None, typer.Option(help="input width (default: preset's)")] = None,
     batches: Annotated[str, typer.Option(help="comma-separated batch sizes")] = "1,4",
-    backends: Annotated[str | None, typer.Option(help="subset of torch-fp32,torch-bf16,ort-fp32,ort-fp16,ort-int8,trt-fp16")] = None,
-    repeats: Annotated[int, typer.Option(help="timed calls per row (median)")] = 3,
+    backends: Annotated[str | None, typer.Option(help=_BACKENDS_HELP)] = None,
+    repeats: Annotated[int, typer.Option(help="timed interleaved rounds per row (best kept)")] = 3,
     warmup: Annotated[int, typer.Option(help="extra untimed calls per row")] = 0,
-    threads: Annotated[int, typer.Option(help="intra-op threads for torch and ONNX Runtime (0: their defaults)")] = 0,
+    threads: Annotated[int, typer.Option(help=_THREADS_HELP)] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write rows as JSON")] = None,
-    workdir: Annotated[Path | None, typer.Option(help="keep/reuse exported graphs here (default: a temp dir)")] = None,
+    workdir: Annotated[Path | None, typer.Option(help=_WORKDIR_HELP)] = None,
 ) -> None:
     """Time torch / ONNX Runtime / TensorRT side by side; ratios to eager torch fp32."""
     table = run_bench(

@@ -218,6 +218,7 @@ def run_onnxruntime(path: Path, images: np.ndarray, threads: int = 0) -> dict[st
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3  # constant-folding notes about fp16 nodes are not errors
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     dtype = np.uint8 if session.get_inputs()[0].type == "tensor(uint8)" else np.float32
     names = [o.name for o in session.get_outputs()]
@@ -268,7 +269,9 @@ def read_metadata(path: Path) -> ModelMetadata:
     """ModelMetadata from an ONNX file (via onnxruntime, which the runtime has anyway)."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     return ModelMetadata.from_props(dict(session.get_modelmeta().custom_metadata_map))
 
 
@@ -314,7 +317,8 @@ def _graph_batch(path: Path) -> int | None:
     """The batch size the graph really has (None if symbolic): tracing may specialise it."""
     import onnx
 
-    dim = onnx.load_model(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[0]
+    graph = onnx.load_model(str(path), load_external_data=False).graph
+    dim = graph.input[0].type.tensor_type.shape.dim[0]
     return dim.dim_value if dim.HasField("dim_value") else None
 
 

@@ -1,8 +1,8 @@
 """Export-time rewrites of ops that do not export (or export badly), applied only while tracing.
 
 1. Bilinear sampling by row gathers: a drop-in for `F.grid_sample` that exports without
-GridSample. Why: TensorRT's GridSample layer has had wrong-result bugs (non-contiguous inputs, some padding
-modes, FP16 on some versions), and older ONNX consumers lack the op entirely. Multi-scale
+GridSample. Why: TensorRT's GridSample layer has had wrong-result bugs (non-contiguous inputs,
+some padding modes, FP16 on some versions), and older ONNX consumers lack the op entirely. Multi-scale
 deformable attention (Deformable DETR / Mask2Former pixel decoder) samples with
 `F.grid_sample(value, grid, mode="bilinear", padding_mode="zeros", align_corners=False)`; the same
 result is four row gathers plus a weighted sum, which every runtime supports (ONNX `Gather` on a
@@ -163,7 +163,8 @@ def export_rewrites(grid_sample: bool = True, model: torch.nn.Module | None = No
     """Swap in the export-friendly ops above for the block (an export trace), then restore.
 
     With grid_sample, the `MSDeformAttn` instances inside `model` get the gather forward (an
-    instance attribute, removed afterwards). Patches module attributes, so callers that look them up at call time (`F.grid_sample`,
+    instance attribute, removed afterwards). Patches module attributes, so callers that look
+    them up at call time (`F.grid_sample`,
     `torchvision.ops.batched_nms`, torchvision's detection heads via `box_ops.batched_nms`)
     are affected; names bound at import time are not, hence the graph check for GridSample in
     the exporter.
