@@ -73,6 +73,8 @@ def test_sigkill_and_resume_repeats_the_loss_curve(tmp_path_factory: pytest.Temp
     final_a = torch.load(ref_dir / "model_final.pt", weights_only=True)["model"]
     final_b = torch.load(cut_dir / "model_final.pt", weights_only=True)["model"]
     assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+    final_meta = torch.load(cut_dir / "model_final.pt", weights_only=True)["meta"]
+    assert final_meta["class_names"][0] == "road" and final_meta["class_colors"][0] == [128, 64, 128]
 
     from vltseg_core.models import load_checkpoint  # a training last.pt is a model file too
 

@@ -274,12 +274,23 @@ def _finish(parts: Parts, cfg: Config, info: DistInfo, mon: Monitor
 
     path = cfg.out_dir / "model_final.pt"
     if info.is_main:
-        save_checkpoint(parts.model, path, {"config": to_dict(cfg), "iter": cfg.train.iters})
+        save_checkpoint(parts.model, path, {"config": to_dict(cfg), "iter": cfg.train.iters,
+                                            **_label_meta(cfg.model.num_classes)})
     metrics: dict[str, dict] = {}
     if cfg.eval.at_end and cfg.eval.targets:
         metrics = _evaluate(parts.model, cfg, mon, cfg.train.iters, quick=False)
     barrier()
     return path, metrics
+
+
+def _label_meta(num_classes: int) -> dict[str, list]:
+    """Class names and RGB colours for exports and overlays: every dataset loader maps to the
+    19 Cityscapes train classes, so a 19-class model carries their names."""
+    from vltseg_core.data.labels import class_names, palette
+
+    if num_classes != len(class_names()):
+        return {}
+    return {"class_names": list(class_names()), "class_colors": palette()[:num_classes].tolist()}
 
 
 def _write_config(cfg: Config) -> None:
