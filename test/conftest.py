@@ -45,3 +45,15 @@ def ros_context(ros_domain: dict[str, str]) -> Iterator[object]:
         yield context
     finally:
         rclpy.shutdown(context=context)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models run fastest single-threaded; with 2 threads on a busy 2-core machine the
+    first iterations are >10x slower (thread-pool contention)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -25,14 +25,7 @@ from vltseg_core.models.encoder import trunk_spec, unwrap_state_dict
 logging.getLogger().setLevel(logging.ERROR)  # open_clip warns "no pretrained weights"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest single-threaded; with 2 threads on a busy 2-core machine the
-    first iterations are >10x slower (thread-pool contention)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _open_clip(name: str) -> torch.nn.Module:

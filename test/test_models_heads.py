@@ -8,12 +8,7 @@ import torch
 from vltseg_core.models.pixel_decoder import MSDeformAttn, sine_position_embedding
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _bilinear(img: torch.Tensor, x: float, y: float) -> torch.Tensor:

@@ -12,14 +12,7 @@ from vltseg_core.models.matcher import HungarianMatcher, assign, pairwise_dice, 
 from vltseg_core.models.transformer_decoder import DecoderOutput, MaskPredictions
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest single-threaded; with 2 threads on a busy 2-core machine the
-    first iterations are >10x slower (thread-pool contention)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _brute_force(cost: torch.Tensor) -> float:

@@ -13,14 +13,7 @@ from vltseg_core.models.pyramid import SimpleFeaturePyramid
 from vltseg_core.models.segmentor import semantic_inference
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest single-threaded; with 2 threads on a busy 2-core machine the
-    first iterations are >10x slower (thread-pool contention)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # Same architecture classes as the paper presets, with CPU-sized widths / depths.

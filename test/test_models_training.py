@@ -25,14 +25,7 @@ from vltseg_core.models import (
 COLORS = torch.tensor([[40.0, 90, 40], [200, 60, 60], [60, 60, 210]])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest single-threaded; with 2 threads on a busy 2-core machine the
-    first iterations are >10x slower (thread-pool contention)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _scenes(n: int, h: int, w: int, seed: int = 1) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
