@@ -10,7 +10,7 @@ import pytest
 
 from export_helpers import tiny_export
 from vltseg_core.export import tensorrt as trt_export
-from vltseg_core.export.files import atomic_write, default_file_mode
+from vltseg_core.files import atomic_write, default_file_mode
 from vltseg_core.export.metadata import ModelMetadata, default_class_names, default_palette
 
 BASE = dict(

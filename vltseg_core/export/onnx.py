@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vltseg_core.export.files import atomic_write_with
+from vltseg_core.files import atomic_write_with
 from vltseg_core.export.metadata import ModelMetadata
 from vltseg_core.export.rewrites import export_rewrites
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from vltseg_core.export.metadata import ModelMetadata
-from vltseg_core.export.files import atomic_write
+from vltseg_core.files import atomic_write
 
 Shapes = Mapping[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]  # min, opt, max
 FP16_SCORE_TOL = 2e-2

@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any, TextIO
 
 import torch
 from torch import nn
+
+from vltseg_core.files import atomic_torch_save
 
 from .criterion import SetCriterion
 from .detection import PyramidDetector
@@ -196,25 +197,12 @@ def _load_any_checkpoint(model: VLTSeg, path: str | os.PathLike) -> None:
 
 
 def save_checkpoint(model: VLTSeg, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> None:
-    """Write ``{"preset", "num_classes", "overrides", "model", "meta"}`` atomically (temp file
-    in the same directory + ``os.replace``)."""
+    """Write ``{"preset", "num_classes", "overrides", "model", "meta"}`` atomically
+    (:func:`vltseg_core.files.atomic_write_with`)."""
     payload = {"preset": getattr(model, "preset", "custom"), "num_classes": model.num_classes,
                "overrides": {k: v for k, v in getattr(model, "overrides", {}).items() if k != "pretrained"},
                "model": model.state_dict(), "meta": dict(meta or {})}
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_torch_save(payload, path)
 
 
 def load_checkpoint(path: str | os.PathLike, model: VLTSeg | None = None,

@@ -9,13 +9,14 @@ states are stored as tensors/lists (not numpy objects) so the safe loader accept
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from vltseg_core.files import atomic_torch_save
 
 
 def rng_state() -> dict[str, Any]:
@@ -45,34 +46,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temp file in the same folder, fsync, then ``os.replace``.
-
-    A reader (or a resume after SIGKILL) sees either the old complete file or the new one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """``torch.save`` that a reader (or a resume after SIGKILL) sees whole or not at all."""
+    atomic_torch_save(obj, path)
 
 
 def model_payload(model: torch.nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
