@@ -7,18 +7,10 @@ import numpy as np
 IGNORE = 255
 
 
-def cityscapes_palette() -> np.ndarray:
-    """``uint8[256, 3]``: the 19 train-id colours of the official table, black elsewhere."""
-    from vltseg_core.data.labels import palette
-
-    pal = np.zeros((256, 3), np.uint8)
-    colours = np.asarray(palette(), np.uint8).reshape(-1, 3)
-    pal[: len(colours)] = colours[:256]
-    return pal
-
-
 def colorize(label: np.ndarray, palette: np.ndarray | None = None) -> np.ndarray:
     """``uint8[H, W]`` train ids -> ``uint8[H, W, 3]`` RGB (255 = ignore -> black)."""
+    from vltseg_core.data.labels import palette as cityscapes_palette
+
     pal = cityscapes_palette() if palette is None else palette
     return pal[np.asarray(label, np.uint8)]
 

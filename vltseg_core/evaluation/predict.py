@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from vltseg_core.evaluation.inference import InferenceSpec, infer
-from vltseg_core.evaluation.overlay import colorize, cityscapes_palette, overlay
+from vltseg_core.data.labels import palette
+from vltseg_core.evaluation.overlay import colorize, overlay
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -57,7 +58,7 @@ def _write(path: Path, rgb_or_label: np.ndarray) -> None:
 
 def draw_boxes(image: np.ndarray, det: dict[str, torch.Tensor], thresh: float = 0.3) -> np.ndarray:
     """Draw detections scoring >= ``thresh`` in their class colours."""
-    pal = cityscapes_palette()
+    pal = palette()
     out = image.copy()
     for box, score, label in zip(det["boxes"].tolist(), det["scores"].tolist(),
                                  det["labels"].tolist()):
