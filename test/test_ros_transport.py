@@ -17,7 +17,6 @@ HERE = Path(__file__).parent
 
 
 def _spin_until(node, context, done, timeout: float) -> None:
-    import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
     executor = SingleThreadedExecutor(context=context)
@@ -26,7 +25,6 @@ def _spin_until(node, context, done, timeout: float) -> None:
     while not done() and time.monotonic() < end:
         executor.spin_once(timeout_sec=0.1)
     executor.remove_node(node)
-    del rclpy
 
 
 def test_detections_and_image_cross_processes(ros_context, ros_domain) -> None:
