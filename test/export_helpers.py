@@ -32,14 +32,15 @@ def tiny_checkpoint(preset: str) -> Path:
 
 
 @functools.cache
-def tiny_export(preset: str) -> Path:
+def tiny_export(preset: str, target: str = "onnxruntime") -> Path:
     """The checkpoint exported through `vltseg export` (parity-checked), batch 1, named as the
-    bench names its exports so the bench smoke test reuses it; seg presets get fp16 + int8."""
+    bench names its exports so the bench smoke test reuses it; seg presets get fp16 + int8.
+    target "portable" (standard ops, for TensorRT) gets no variants."""
     from vltseg_core.export.cli import export_checkpoint
 
-    seg = not preset.endswith("_det")
-    out = WORKDIR / f"{preset}_b1.onnx"
+    seg = not preset.endswith("_det") and target == "onnxruntime"
+    out = WORKDIR / (f"{preset}_b1.onnx" if target == "onnxruntime" else f"{preset}_b1.{target}.onnx")
     written = export_checkpoint(tiny_checkpoint(preset), "onnx", out, fp16=seg, int8=seg,
-                                max_detections=20)
+                                max_detections=20, target=target)
     assert written[0] == out
     return out

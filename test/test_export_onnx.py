@@ -125,6 +125,53 @@ def test_tiny_seg_export_via_cli_function() -> None:
         assert read_metadata(path.with_name(f"{path.stem}.{variant}.onnx")).precision == variant
 
 
+def _domains(path: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path)).graph.node:
+        name = f"{node.domain or 'ai.onnx'}.{node.op_type}"
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def test_onnxruntime_target_fuses_the_encoder_attention() -> None:
+    """One com.microsoft.MultiHeadAttention per encoder block (the parity check inside the
+    export compares it with the unfused model); the portable export has standard ops only."""
+    from vltseg_core.models import build_model
+
+    depth = len(build_model("vltseg_tiny_m2f", NUM_CLASSES).encoder.trunk.blocks)
+    fused, portable = tiny_export("vltseg_tiny_m2f"), tiny_export("vltseg_tiny_m2f", "portable")
+    assert _domains(fused).get("com.microsoft.MultiHeadAttention") == depth
+    assert read_metadata(fused).target == "onnxruntime"
+    assert all(op.startswith("ai.onnx.") for op in _domains(portable))
+    assert read_metadata(portable).target == "portable"
+
+
+def test_eva02_attention_with_rotary_embedding_exports_fused(tmp_path: Path) -> None:
+    from vltseg_core.models import build_model
+    from vltseg_core.runtime.checkpoint import metadata_for
+
+    torch.manual_seed(0)
+    model = build_model("vltseg_tiny_eva02_p14_m2f", NUM_CLASSES).eval()
+    meta = metadata_for(model, "vltseg_tiny_eva02_p14_m2f", NUM_CLASSES)
+    result = export_onnx(model, tmp_path / "eva.onnx", meta)  # parity-checked
+    assert result.parity is not None and result.parity.class_agreement >= 0.999
+    assert _domains(result.path).get("com.microsoft.MultiHeadAttention") == len(model.encoder.trunk.blocks)
+
+
+def test_export_target_is_validated(tmp_path: Path) -> None:
+    import typer
+
+    from vltseg_core.export.cli import export_checkpoint
+
+    with pytest.raises(ValueError, match="target must be one of"):
+        export_onnx(StubModel().eval(), tmp_path / "x.onnx", _stub_metadata(), target="tensorrt")
+    with pytest.raises(typer.BadParameter, match="--target must be one of"):
+        export_checkpoint(tmp_path / "none.pt", "onnx", target="trt")
+    with pytest.raises(typer.BadParameter, match="standard ONNX ops only"):
+        export_checkpoint(tmp_path / "none.pt", "tensorrt", target="onnxruntime")
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", ["vltseg_tiny_det", "vltseg_tiny_joint"])
 def test_tiny_det_and_joint_export_parity(preset: str) -> None:

@@ -80,7 +80,7 @@ def test_fp16_engine_builds_caches_and_matches_onnxruntime(tmp_path: Path) -> No
     from vltseg_core.export.onnx import read_metadata
 
     onnx_path = tmp_path / "seg.onnx"
-    onnx_path.write_bytes(tiny_export("vltseg_tiny_m2f").read_bytes())
+    onnx_path.write_bytes(tiny_export("vltseg_tiny_m2f", "portable").read_bytes())
     meta = read_metadata(onnx_path)
     runner, engine = trt_export.load_or_build(onnx_path, meta)  # parity vs ORT checked inside
     assert engine.exists() and engine.parent == tmp_path

@@ -147,3 +147,38 @@ def test_unknown_preset_and_fields() -> None:
         build_model("nope", 3)
     with pytest.raises(ValueError, match="unknown preset fields"):
         build_model("vltseg_tiny_m2f", 3, not_a_field=1)
+
+
+class _Fixed(torch.nn.Module):
+    def __init__(self, value: torch.Tensor) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, _: torch.Tensor) -> torch.Tensor:
+        return self.value
+
+
+def test_attention_mask_is_an_additive_bias_per_query() -> None:
+    """The next layer's mask: 0 where the predicted mask logit is >= 0, -inf elsewhere, the
+    same for every head; a query whose mask is empty attends everywhere (no all -inf row)."""
+    torch.manual_seed(0)
+    decoder = build_model("vltseg_tiny_m2f", num_classes=4).seg_head.decoder.eval()
+    heads, dim, queries = decoder.num_heads, decoder.hidden_dim, decoder.query_feat.num_embeddings
+    embed = torch.randn(2, queries, dim)
+    embed[:, 0], embed[:, 1] = 0, 0
+    embed[:, 0, 0], embed[:, 1, 0] = -1, 1  # query 0: every logit < 0 (empty); query 1: all > 0
+    mf = torch.randn(2, dim, 8, 12)
+    mf[:, 0] = 1
+    decoder.mask_embed = _Fixed(embed)  # type: ignore[assignment]
+    output = torch.randn(2, queries, dim)
+    with torch.no_grad():
+        _, bias = decoder._predict(output, mf, [mf], [(8, 12)], 0, last=False)
+    logits = torch.einsum("bqc,bchw->bqhw", embed, mf).flatten(2)
+    assert bias.shape == (2 * heads, queries, 96) and bias.dtype == output.dtype
+    per_image = bias.view(2, heads, queries, 96)
+    assert torch.equal(per_image, per_image[:, :1].expand_as(per_image))
+    expected = torch.where(logits.sigmoid() < 0.5, float("-inf"), 0.0)
+    assert torch.isinf(expected[:, 0]).all() and not torch.isinf(expected[:, 1]).any()
+    expected[:, 0] = 0  # the empty mask is dropped
+    assert torch.equal(per_image[:, 0], expected)
+    assert torch.isinf(expected).any() and not torch.isinf(bias).all(-1).any()

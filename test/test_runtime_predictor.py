@@ -119,4 +119,10 @@ def test_unknown_suffix_is_a_clear_error(tmp_path: Path) -> None:
 @pytest.mark.skipif(tensorrt_unavailable_reason() is None, reason="TensorRT is available here")
 def test_tensorrt_backend_says_why_it_cannot_run() -> None:
     with pytest.raises(RuntimeError, match="tensorrt is not installed|no CUDA device"):
+        Predictor(tiny_export("vltseg_tiny_m2f", "portable"), backend="tensorrt", device="cuda:0")
+
+
+def test_tensorrt_refuses_an_onnxruntime_export() -> None:
+    """Checked before TensorRT is needed: the fused-attention graph would not parse there."""
+    with pytest.raises(ValueError, match="exported for ONNX Runtime.*--target portable"):
         Predictor(tiny_export("vltseg_tiny_m2f"), backend="tensorrt", device="cuda:0")

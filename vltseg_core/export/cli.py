@@ -25,16 +25,23 @@ def export_checkpoint(
     max_detections: int = 100,
     check: bool = True,
     device: str = "cuda:0",
+    target: str | None = None,
 ) -> list[Path]:
     """Checkpoint -> ONNX (+ fp16 / int8 variants) or -> ONNX + cached TensorRT engine.
 
-    fp16 None means: an fp16 engine for tensorrt, no fp16 ONNX for onnx. Returns written files.
+    fp16 None means: an fp16 engine for tensorrt, no fp16 ONNX for onnx. target None means
+    "onnxruntime" for onnx (fused attention) and "portable" for tensorrt. Returns written files.
     """
-    from vltseg_core.export.onnx import export_onnx
+    from vltseg_core.export.onnx import TARGETS, export_onnx
     from vltseg_core.runtime.checkpoint import load_model_and_metadata
 
     if fmt not in ("onnx", "tensorrt"):
         raise typer.BadParameter(f"--format must be onnx or tensorrt, got {fmt!r}")
+    target = target or ("portable" if fmt == "tensorrt" else "onnxruntime")
+    if target not in TARGETS:
+        raise typer.BadParameter(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
+    if fmt == "tensorrt" and target != "portable":
+        raise typer.BadParameter("TensorRT parses standard ONNX ops only: use --target portable")
     if fmt == "tensorrt":  # fail before a minutes-long export, not after
         from vltseg_core.export.tensorrt import TensorRTUnavailable, tensorrt_unavailable_reason
 
@@ -45,7 +52,7 @@ def export_checkpoint(
         max_detections=max_detections,
     )
     out = out or checkpoint.with_suffix(".onnx")
-    result = export_onnx(model, out, metadata, class_scores=class_scores, check=check)
+    result = export_onnx(model, out, metadata, class_scores=class_scores, check=check, target=target)
     written = [result.path]
     if result.parity:
         typer.echo(f"parity ONNX Runtime vs PyTorch: {result.parity}")
@@ -112,6 +119,8 @@ def _csv(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()] if text else None
 
 
+_TARGET_HELP = ("onnx graph flavour: onnxruntime (fused attention, ONNX Runtime only; default for "
+                "--format onnx) or portable (standard ops: TensorRT, other runtimes)")
 _FP16_HELP = "onnx: also write model.fp16.onnx; tensorrt: engine precision (default fp16)"
 _BENCH_PRESETS = "vltseg_tiny_m2f,vltseg_clip_b16_m2f"
 _BACKENDS_HELP = "subset of torch-fp32,torch-bf16,ort-fp32,ort-fp16,ort-int8,trt-fp16"
@@ -133,12 +142,13 @@ def export_command(
     max_detections: Annotated[int, typer.Option(help="fixed detection count per image")] = 100,
     check: Annotated[bool, typer.Option(help="parity check vs PyTorch (and engine vs ORT)")] = True,
     device: Annotated[str, typer.Option(help="CUDA device for tensorrt")] = "cuda:0",
+    target: Annotated[str | None, typer.Option(help=_TARGET_HELP)] = None,
 ) -> None:
     """Export a checkpoint to ONNX (fixed input size; parity-checked) or a TensorRT engine."""
     written = export_checkpoint(
         checkpoint, format, out, _size(height, width), batch=batch, fp16=fp16, int8=int8,
         input_dtype="float32" if float_input else "uint8", class_scores=class_scores,
-        max_detections=max_detections, check=check, device=device,
+        max_detections=max_detections, check=check, device=device, target=target,
     )
     for path in written:
         typer.echo(f"wrote {path}")

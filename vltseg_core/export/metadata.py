@@ -38,6 +38,7 @@ class ModelMetadata:
     batch: int | None = 1  # None: dynamic batch dimension
     precision: str = "fp32"
     confidence: str = ""  # how per-pixel confidence was derived from the model's class scores
+    target: str = "portable"  # "onnxruntime": the graph has ONNX Runtime contrib ops
     extra: dict[str, str] = field(default_factory=dict)
 
     def to_props(self) -> dict[str, str]:

@@ -10,14 +10,17 @@ result is four row gathers plus a weighted sum, which every runtime supports (ON
 so training and eager inference keep the fused kernel.
 
 2. Multi-scale deformable attention (the pixel decoder's `MSDeformAttn`) as one gather-based
-routine per module: value rows are gathered straight from the projected `[B, nh, S, C/nh]`
-table, bilinear and attention weights are folded together and reduced per level, so the graph
-has no per-level `[B*nh, C, h, w]` transposes, no stack of sampled levels and one weighted sum
-(what dominated ONNX Runtime's time in the pixel decoder besides the GEMMs).
+routine per module: value rows are gathered straight from the projected, zero-bordered
+`[B, nh, S', C/nh]` table, bilinear and attention weights are folded together and every level
+is reduced in one weighted sum, so the graph has no per-level `[B*nh, C, h, w]` transposes and no
+stack of sampled levels (what dominated ONNX Runtime's time in the pixel decoder besides the GEMMs).
 
 3. torchvision `batched_nms` without its `boxes.numel() == 0` early return, which torch.export
 cannot guard on when the box count is data-dependent (after a score threshold); ONNX
 NonMaxSuppression handles empty inputs itself.
+
+4. The encoder's self-attention as ONNX Runtime's fused MultiHeadAttention (attention.py), for
+graphs exported with target "onnxruntime".
 
 All are swapped in by `export_rewrites()` for the duration of an export and verified by the
 parity check, which runs the original ops in eager PyTorch.
@@ -33,6 +36,8 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from torchvision.ops import boxes as box_ops
+
+from vltseg_core.export.attention import fused_attention_forwards
 
 _ORIGINAL_GRID_SAMPLE: Callable[..., torch.Tensor] = F.grid_sample
 _ORIGINAL_BATCHED_NMS: Callable[..., torch.Tensor] = box_ops.batched_nms
@@ -85,19 +90,20 @@ def _grid_sample_for_export(
     return _ORIGINAL_GRID_SAMPLE(input, grid, mode, padding_mode, align_corners)
 
 
-def _corner_terms(
-    x: torch.Tensor, y: torch.Tensor, h: int, w: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """For pixel coordinates x, y (any shape), yield (flat index y*w+x, bilinear weight) of the
-    four neighbours; neighbours outside the map get weight 0 (zeros padding)."""
-    x0, y0 = torch.floor(x), torch.floor(y)
-    for dy in (0, 1):
-        for dx in (0, 1):
-            xi, yi = x0 + dx, y0 + dy
-            weight = (1 - (x - xi).abs()) * (1 - (y - yi).abs())
-            valid = (xi >= 0) & (xi <= w - 1) & (yi >= 0) & (yi <= h - 1)
-            index = yi.clamp(0, h - 1).long() * w + xi.clamp(0, w - 1).long()
-            yield index, weight * valid.to(weight.dtype)
+GATHER_CHUNK_BYTES = 32 << 20  # sampled rows per gather (about one L3); smaller: no faster, slower export
+
+
+def _padded_value_table(value: torch.Tensor, shapes: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """[B, nh, S, ch] level-concatenated maps -> [B*nh*R, ch] rows of the same maps, each with a
+    one-pixel zero border, so every bilinear corner of a point within a pixel of the map has a
+    row (zeros outside): R = sum((h+2)*(w+2))."""
+    b, nh, _, ch = value.shape
+    maps, start = [], 0
+    for h, w in shapes:
+        level = value[:, :, start:start + h * w].reshape(b, nh, h, w, ch)
+        maps.append(F.pad(level, (0, 0, 1, 1, 1, 1)).reshape(b, nh, (h + 2) * (w + 2), ch))
+        start += h * w
+    return torch.cat(maps, 2).reshape(-1, ch)
 
 
 def msdeform_attn_forward_for_export(
@@ -110,32 +116,68 @@ def msdeform_attn_forward_for_export(
     """`MSDeformAttn.forward` (vltseg_core/models/pixel_decoder.py) by gathers, same result.
 
     query [B,Lq,C], reference_points [B|1,Lq,2] (x, y in [0, 1]), value [B,S,C] -> [B,Lq,C].
-    Per level, the 4 bilinear corners x P points become T = 4P taps per query and head: one
-    Gather of T rows, then one small MatMul with the (bilinear x attention) weights. Measured
-    on ONNX Runtime CPU at B/16 pixel-decoder size: as fast as GridSample, 1.8x faster than
-    per-corner multiply + ReduceSum.
+    Each (query, head) reads T = levels x points x 4 bilinear corners rows of its head's value
+    table and sums them with (bilinear x attention) weights in one small MatMul. Shaped for
+    ONNX Runtime CPU, which decides the cost (measured at B/16, 1024x512, 6 layers):
+    - x and y offsets come from two linears (the weight rows split at trace time), so no
+      elementwise op has an innermost axis of 2, and per-level constants broadcast as
+      [1,1,1,levels,1]: ORT's broadcast is slow over short inner spans (8 ms vs 2 ms per op);
+    - one zero-bordered table makes the corner indices i, i+1, i+pitch, i+pitch+1 of a single
+      clamped top-left index, with out-of-map corners reading zeros; points entirely off the map
+      get weight 0;
+    - queries are gathered in chunks of ~GATHER_CHUNK_BYTES of rows, which stay in cache for the
+      MatMul (gather + MatMul 0.18 s instead of 0.30 s unchunked).
+    A 2x2-neighbourhood table (one gather per point) was slower: 4x the table no longer fits
+    in cache.
     """
     b, lq, c = query.shape
     nh, nl, npnt = self.num_heads, self.num_levels, self.num_points
-    ch, s = c // nh, value.shape[1]
-    table = self.value_proj(value).view(b, s, nh, ch).transpose(1, 2).reshape(b * nh * s, ch)
-    offsets = self.sampling_offsets(query).view(b, lq, nh, nl, npnt, 2)
-    attn = self.attention_weights(query).view(b, lq, nh, nl * npnt).softmax(-1)
-    attn = attn.view(b, lq, nh, nl, npnt).permute(0, 2, 1, 3, 4)  # B,nh,Lq,nl,P
-    base = (torch.arange(b * nh, device=query.device) * s).view(b, nh, 1, 1)
-    out = query.new_zeros(b, nh, lq, ch)
-    start = 0
-    for lvl, (h, w) in enumerate(shapes):
-        loc = reference_points[:, :, None, None, :] + offsets[:, :, :, lvl] / offsets.new_tensor([w, h])
-        loc = loc.permute(0, 2, 1, 3, 4)  # B,nh,Lq,P,2 in [0, 1]
-        x, y = loc[..., 0] * w - 0.5, loc[..., 1] * h - 0.5  # grid_sample, align_corners=False
-        terms = list(_corner_terms(x, y, h, w))
-        index = torch.cat([i for i, _ in terms], dim=-1) + (base + start)  # B,nh,Lq,T
-        weight = torch.cat([wt * attn[:, :, :, lvl] for _, wt in terms], dim=-1)  # B,nh,Lq,T
-        rows = table.index_select(0, index.reshape(-1)).view(b, nh, lq, 4 * npnt, ch)
-        out = out + (weight.unsqueeze(-2) @ rows).squeeze(-2)  # B,nh,Lq,1,T @ B,nh,Lq,T,ch
-        start += h * w
-    return self.output_proj(out.permute(0, 2, 1, 3).reshape(b, lq, c))
+    ch, dev, dt = c // nh, query.device, query.dtype
+    table = _padded_value_table(self.value_proj(value).view(b, -1, nh, ch).transpose(1, 2), shapes)
+    rows_per_head = sum((h + 2) * (w + 2) for h, w in shapes)
+
+    weight_xy = self.sampling_offsets.weight.view(-1, 2, c)
+    bias_xy = self.sampling_offsets.bias.view(-1, 2)
+    ox = F.linear(query, weight_xy[:, 0], bias_xy[:, 0]).view(b, lq, nh, nl, npnt)
+    oy = F.linear(query, weight_xy[:, 1], bias_xy[:, 1]).view(b, lq, nh, nl, npnt)
+    attn = self.attention_weights(query).view(b, lq, nh, nl * npnt).softmax(-1).view(b, lq, nh, nl, npnt)
+
+    def per_level(values: Sequence[int], dtype: torch.dtype = dt) -> torch.Tensor:
+        return torch.tensor(values, device=dev, dtype=dtype).view(1, 1, 1, nl, 1)
+
+    width, height = per_level([w for _, w in shapes]), per_level([h for h, _ in shapes])
+    first, start = [], 0
+    for h, w in shapes:
+        first.append(start + w + 3)  # row of map pixel (0, 0) inside its border
+        start += (h + 2) * (w + 2)
+    heads = (torch.arange(b * nh, device=dev, dtype=torch.int32) * rows_per_head).view(b, 1, nh, 1, 1)
+    ref = reference_points.view(-1, lq, 1, 1, 1, 2)
+    x = ox + (ref[..., 0] * width - 0.5)  # pixel coordinates, as grid_sample(align_corners=False)
+    y = oy + (ref[..., 1] * height - 0.5)
+    x0, y0 = torch.floor(x), torch.floor(y)
+    fx, fy = x - x0, y - y0
+    cx = torch.minimum(x0.clamp_min(-1), width - 1)  # top-left corner, within the border
+    cy = torch.minimum(y0.clamp_min(-1), height - 1)
+    a = attn * ((cx == x0) & (cy == y0)).to(dt)  # a point off the map (and its border) adds 0
+    # integer maths from here: an fp16 variant of the graph would round float indices
+    pitch_i = per_level([w + 2 for _, w in shapes], torch.int32)
+    i00 = cy.to(torch.int32) * pitch_i + cx.to(torch.int32) + (per_level(first, torch.int32) + heads)
+    i10 = i00 + pitch_i
+    index = torch.stack([i00, i00 + 1, i10, i10 + 1], -1).view(b, lq, nh, nl * npnt * 4)
+    ay1 = a * fy
+    ay0 = a - ay1
+    w01, w11 = ay0 * fx, ay1 * fx
+    weight = torch.stack([ay0 - w01, w01, ay1 - w11, w11], -1).view(b, lq, nh, 1, nl * npnt * 4)
+
+    taps = nl * npnt * 4
+    chunk = max(1, GATHER_CHUNK_BYTES // (b * nh * taps * ch * table.element_size()))
+    outs = []
+    for s in range(0, lq, chunk):
+        e = min(lq, s + chunk)
+        rows = table.index_select(0, index[:, s:e].reshape(-1)).view(b, e - s, nh, taps, ch)
+        outs.append(weight[:, s:e] @ rows)  # B,chunk,nh,1,ch
+    out = torch.cat(outs, 1) if len(outs) > 1 else outs[0]
+    return self.output_proj(out.reshape(b, lq, c))
 
 
 def _deformable_attention_modules(model: torch.nn.Module | None) -> list[torch.nn.Module]:
@@ -159,8 +201,12 @@ def batched_nms_for_export(
 
 
 @contextlib.contextmanager
-def export_rewrites(grid_sample: bool = True, model: torch.nn.Module | None = None) -> Iterator[None]:
+def export_rewrites(grid_sample: bool = True, model: torch.nn.Module | None = None,
+                    fused_attention: bool = False) -> Iterator[None]:
     """Swap in the export-friendly ops above for the block (an export trace), then restore.
+
+    fused_attention: the encoder's attention modules call `vltseg::attention` (attention.py),
+    exported as ONNX Runtime's MultiHeadAttention; needs `model`.
 
     With grid_sample, the `MSDeformAttn` instances inside `model` get the gather forward (an
     instance attribute, removed afterwards). Patches module attributes, so callers that look
@@ -177,7 +223,9 @@ def export_rewrites(grid_sample: bool = True, model: torch.nn.Module | None = No
     box_ops.batched_nms = batched_nms_for_export
     torchvision.ops.batched_nms = batched_nms_for_export
     try:
-        yield
+        with fused_attention_forwards(model) if fused_attention and model is not None \
+                else contextlib.nullcontext():
+            yield
     finally:
         for module in attention:
             del module.forward

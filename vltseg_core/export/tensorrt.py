@@ -56,6 +56,16 @@ def tensorrt_unavailable_reason() -> str | None:
     return None
 
 
+def require_portable(metadata: ModelMetadata, onnx_path: str | os.PathLike[str]) -> None:
+    """TensorRT parses standard ONNX ops only: refuse an export made for ONNX Runtime."""
+    if metadata.target != "portable":
+        raise ValueError(
+            f"{Path(onnx_path).name} was exported for ONNX Runtime (target {metadata.target!r}: "
+            "com.microsoft.MultiHeadAttention); TensorRT needs `vltseg export --format tensorrt` "
+            "or `--target portable`"
+        )
+
+
 def _trt() -> Any:
     reason = tensorrt_unavailable_reason()
     if reason:
@@ -254,6 +264,7 @@ def load_or_build(
 ) -> tuple[TensorRTRunner, Path]:
     """The cached engine for this ONNX/TensorRT/GPU/precision/shapes, built if absent or if the
     cached file no longer deserialises; returns the runner and the engine path."""
+    require_portable(metadata, onnx_path)
     trt = _trt()
     onnx_path = Path(onnx_path)
     shapes = input_shapes(metadata, max_batch)

@@ -49,7 +49,7 @@ class _AttentionLayer(nn.Module):
 
     def forward(self, tgt: Tensor, memory: Tensor, query_pos: Tensor, memory_pos: Tensor,
                 attn_mask: Tensor | None = None) -> Tensor:
-        """``tgt [B,Q,C]``, ``memory [B,S,C]``, ``attn_mask [B*heads, Q, S]`` (True = blocked)."""
+        """``tgt [B,Q,C]``, ``memory [B,S,C]``, ``attn_mask [B*heads, Q, S]`` (additive; -inf = blocked)."""
         out = self.attn(tgt + query_pos, memory + memory_pos, memory, attn_mask=attn_mask,
                         need_weights=False)[0]
         return self.norm(tgt + self.dropout(out))
@@ -152,7 +152,7 @@ class MaskedAttentionDecoder(nn.Module):
                  sizes: Sequence[tuple[int, int]], lvl: int,
                  last: bool) -> tuple[MaskPredictions, Tensor]:
         """Class logits, mask logits ``[B,Q,H/4,W/4]`` and the next layer's attention mask
-        ``[B*heads, Q, h*w]`` at scale ``lvl`` (True = outside the predicted mask)."""
+        ``[B*heads, Q, h*w]`` at scale ``lvl`` (0 inside the predicted mask, -inf outside)."""
         decoded = self.decoder_norm(output)
         logits = self.class_embed(decoded)
         embed = self.mask_embed(decoded)
@@ -163,7 +163,11 @@ class MaskedAttentionDecoder(nn.Module):
             small = F.interpolate(masks, size=sizes[lvl], mode="bilinear", align_corners=False)
         else:
             small = torch.einsum("bqc,bchw->bqhw", embed, scaled_mf[lvl])
-        blocked = (small.sigmoid() < 0.5).flatten(2)  # B,Q,hw
+        small = small.flatten(2).detach()  # B,Q,hw
+        blocked = small.sigmoid() < 0.5
         blocked = blocked & ~blocked.all(-1, keepdim=True)  # a query with an empty mask sees all
-        attn_mask = blocked.unsqueeze(1).expand(-1, self.num_heads, -1, -1).flatten(0, 1).detach()
+        # additive -inf bias in the query's dtype, made once and shared by the heads: attention
+        # would turn a boolean mask into this itself, per head (8x the work; 40 ms in ORT at B/16)
+        bias = torch.zeros_like(small, dtype=output.dtype).masked_fill(blocked, float("-inf"))
+        attn_mask = bias.unsqueeze(1).expand(-1, self.num_heads, -1, -1).flatten(0, 1)
         return MaskPredictions(logits, masks), attn_mask

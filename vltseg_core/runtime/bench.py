@@ -80,19 +80,26 @@ def _make_backend(kind: str, model: object, metadata: object, onnx_paths: dict[s
     if kind.startswith("ort-"):
         return OnnxRuntimeBackend(onnx_paths[kind.removeprefix("ort-")], threads=threads)
     if kind == "trt-fp16":
-        return TensorRTBackend(onnx_paths["fp32"], device="cuda:0")
+        return TensorRTBackend(onnx_paths["portable"], device="cuda:0")
     raise ValueError(kind)
 
 
 def _export_variants(model: object, metadata: object, workdir: Path, kinds: Sequence[str]) -> dict[str, Path]:
-    """fp32 ONNX (no parity check: agreement is measured by the bench itself) + variants."""
+    """fp32 ONNX for ONNX Runtime (no parity check: agreement is measured by the bench itself)
+    + its variants, and a portable fp32 ONNX for TensorRT."""
     from vltseg_core.export.onnx import export_onnx
+    from vltseg_core.export.tensorrt import tensorrt_unavailable_reason
     from vltseg_core.export.variants import convert_fp16, quantize_int8
 
-    fp32 = workdir / f"{metadata.preset}_b{metadata.batch}.onnx"  # type: ignore[attr-defined]
+    stem = f"{metadata.preset}_b{metadata.batch}"  # type: ignore[attr-defined]
+    fp32 = workdir / f"{stem}.onnx"
     if not fp32.exists():
         export_onnx(model, fp32, metadata, check=False)  # type: ignore[arg-type]
     paths = {"fp32": fp32}
+    if "trt-fp16" in kinds and not tensorrt_unavailable_reason():
+        paths["portable"] = workdir / f"{stem}.portable.onnx"
+        if not paths["portable"].exists():
+            export_onnx(model, paths["portable"], metadata, check=False, target="portable")  # type: ignore[arg-type]
     if "ort-fp16" in kinds:
         paths["fp16"] = convert_fp16(fp32)
     if "ort-int8" in kinds:
