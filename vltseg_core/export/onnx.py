@@ -24,6 +24,7 @@ letterboxes any image to the graph size (pad = pixel mean) and maps masks and bo
 from __future__ import annotations
 
 import io
+import logging
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -323,9 +324,15 @@ def _quiet() -> Iterator[None]:
     """Silence the exporter and its optimiser, which narrate every step on stdout, stderr and
     warnings; errors still propagate as exceptions."""
     log = io.StringIO()
-    with redirect_stdout(log), redirect_stderr(log), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+    optimiser = logging.getLogger("onnxscript")  # logs through handlers made before the redirect
+    level = optimiser.level
+    optimiser.setLevel(logging.ERROR)
+    try:
+        with redirect_stdout(log), redirect_stderr(log), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        optimiser.setLevel(level)
 
 
 def _graph_batch(path: Path) -> int | None:
