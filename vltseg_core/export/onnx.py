@@ -13,7 +13,7 @@ Graph contract (names in `ExportModule.output_names`):
                         num_detections are zero (score 0), rows sorted by score.
 
 Targets: "onnxruntime" (default) writes the encoder's attention as ONNX Runtime's fused
-`com.microsoft.MultiHeadAttention` (attention.py; 0.2 s of 2.5 s at B/16 on CPU); "portable" keeps
+`com.microsoft.MultiHeadAttention` (attention.py; 0.1-0.2 s of 2.4 s at B/16 on CPU); "portable" keeps
 to standard ONNX ops, for TensorRT and other runtimes. The metadata records which.
 
 Dynamic H/W: not exported. Fixed shapes keep TensorRT engines single-profile and fast, and the
