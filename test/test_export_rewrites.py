@@ -67,8 +67,8 @@ def test_deformable_attention_rewrite_matches_the_module() -> None:
 
 
 def test_deformable_attention_rewrite_in_query_chunks_and_off_the_map(monkeypatch) -> None:
-    """Many gather chunks (a ragged last one) and points far outside every level give the
-    module's result; the integer index maths is exact for a table of >2048 rows (fp16-safe)."""
+    """Many gather chunks (a ragged last one), a batch of 3 and points far outside every level
+    give the module's result."""
     from vltseg_core.export import rewrites
     from vltseg_core.models.pixel_decoder import MSDeformAttn
 
