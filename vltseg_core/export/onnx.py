@@ -280,10 +280,12 @@ def read_metadata(path: Path) -> ModelMetadata:
     """ModelMetadata from an ONNX file (via onnxruntime, which the runtime has anyway)."""
     import onnxruntime as ort
 
+    from vltseg_core.runtime.backends import read_session_metadata
+
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return ModelMetadata.from_props(dict(session.get_modelmeta().custom_metadata_map))
+    return read_session_metadata(session, Path(path))
 
 
 def _trace_to_onnx(

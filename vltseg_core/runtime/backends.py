@@ -185,7 +185,6 @@ class TensorRTBackend:
                 raise ModelFileError(path, f"{exc}; re-export it or pass its .onnx to rebuild") from None
         else:
             self.metadata = OnnxRuntimeBackend(onnx_path).metadata  # validates the file too
-            trt_export.require_portable(self.metadata, onnx_path)
             self.runner, self.engine_path = trt_export.load_or_build(
                 onnx_path, self.metadata, precision=precision, device=index, max_batch=max_batch
             )
