@@ -15,6 +15,7 @@ from torch import nn
 from vltseg_core.evaluation.coco_eval import coco_ap
 from vltseg_core.evaluation.evaluator import evaluate_dataset
 from vltseg_core.evaluation.inference import InferenceSpec, infer, slide_scores
+from vltseg_core.files import atomic_torch_save
 from vltseg_core.train import checkpoint as ckpt
 from vltseg_core.train.config import Config, ConfigError, DataConfig, TrainConfig
 from vltseg_core.train.loader import batch_plan
@@ -87,7 +88,7 @@ def test_rng_state_round_trips_through_safe_checkpoint(tmp_path: Path) -> None:
     torch.manual_seed(3)
     random.random(), np.random.rand(), torch.rand(1)
     path = tmp_path / "s.pt"
-    ckpt.atomic_save({"rng": ckpt.rng_state()}, path)
+    atomic_torch_save({"rng": ckpt.rng_state()}, path)
     expected = (random.random(), np.random.rand(3).tolist(), torch.rand(3).tolist())
     ckpt.set_rng_state(ckpt.load(path)["rng"])  # load() uses weights_only=True
     assert (random.random(), np.random.rand(3).tolist(), torch.rand(3).tolist()) == expected
@@ -95,9 +96,9 @@ def test_rng_state_round_trips_through_safe_checkpoint(tmp_path: Path) -> None:
 
 def test_atomic_save_keeps_old_file_on_failure(tmp_path: Path) -> None:
     path = tmp_path / "c.pt"
-    ckpt.atomic_save({"v": torch.ones(2)}, path)
+    atomic_torch_save({"v": torch.ones(2)}, path)
     with pytest.raises(Exception):
-        ckpt.atomic_save({"v": lambda: 0}, path)  # not picklable
+        atomic_torch_save({"v": lambda: 0}, path)  # not picklable
     assert torch.equal(ckpt.load(path)["v"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
 

@@ -6,6 +6,7 @@ from .build import (
     Preset,
     build_from_preset,
     build_model,
+    checkpoint_payload,
     count_flops,
     get_preset,
     list_presets,
@@ -28,7 +29,8 @@ from .segmentor import CLIP_MEAN, CLIP_STD, ModelOutput, VLTSeg, semantic_infere
 
 __all__ = [
     "CLIP_MEAN", "CLIP_STD", "OPEN_CLIP_TRUNKS", "PRESETS", "LoadReport", "ModelOutput", "Preset",
-    "VLTSeg", "ViTEncoder", "build_from_preset", "build_model", "convert_open_clip_state_dict",
+    "VLTSeg", "ViTEncoder", "build_from_preset", "build_model", "checkpoint_payload",
+    "convert_open_clip_state_dict",
     "count_flops", "create_trunk", "get_preset", "list_presets", "load_checkpoint", "load_trunk_weights",
     "model_summary", "param_groups", "print_model_table", "read_state_dict", "save_checkpoint",
     "semantic_inference",

@@ -21,11 +21,11 @@ from vltseg_core.files import atomic_torch_save
 
 from .criterion import SetCriterion
 from .detection import PyramidDetector
-from .encoder import ViTEncoder, create_trunk, read_state_dict, trunk_spec  # noqa: F401
+from .encoder import ViTEncoder, create_trunk, load_weights_file, trunk_spec
 from .matcher import HungarianMatcher
 from .pixel_decoder import MSDeformablePixelDecoder
 from .pyramid import SimpleFeaturePyramid
-from .segmentor import Mask2FormerHead, ModelOutput, VLTSeg
+from .segmentor import Mask2FormerHead, VLTSeg
 from .transformer_decoder import MaskedAttentionDecoder
 
 
@@ -180,29 +180,27 @@ def build_model(preset: str | Preset, num_classes: int, checkpoint: str | os.Pat
 def _load_any_checkpoint(model: VLTSeg, path: str | os.PathLike) -> None:
     """Whole-model VLTSeg checkpoint (strict) or open_clip weights (encoder only)."""
     source = os.fspath(path)
-    if source.endswith(".safetensors"):
-        model.encoder.load_open_clip(source)
-        return
-    try:
-        payload = torch.load(source, map_location="cpu", weights_only=True)
-    except RuntimeError as err:
-        if "TorchScript" not in str(err):
-            raise
-        model.encoder.load_open_clip(source)  # OpenAI's TorchScript archive
-        return
+    payload = load_weights_file(source)  # read once, whichever kind it is
     if isinstance(payload, dict) and {"preset", "model"} <= payload.keys():
         model.load_state_dict(payload["model"])
     else:
         model.encoder.load_open_clip(payload, source=source)
 
 
+def checkpoint_payload(model: VLTSeg, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``{"preset", "num_classes", "overrides", "model", "meta"}``: preset and overrides as
+    :func:`build_model` recorded them on the model (``pretrained`` dropped: the weights are in
+    the file), weights copied to the CPU. The one checkpoint format; training's ``last.pt``
+    adds a ``train_state`` entry to it."""
+    return {"preset": getattr(model, "preset", "custom"), "num_classes": model.num_classes,
+            "overrides": {k: v for k, v in getattr(model, "overrides", {}).items() if k != "pretrained"},
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "meta": dict(meta or {})}
+
+
 def save_checkpoint(model: VLTSeg, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> None:
-    """Write ``{"preset", "num_classes", "overrides", "model", "meta"}`` atomically
-    (:func:`vltseg_core.files.atomic_write_with`)."""
-    payload = {"preset": getattr(model, "preset", "custom"), "num_classes": model.num_classes,
-               "overrides": {k: v for k, v in getattr(model, "overrides", {}).items() if k != "pretrained"},
-               "model": model.state_dict(), "meta": dict(meta or {})}
-    atomic_torch_save(payload, path)
+    """Write :func:`checkpoint_payload` atomically (:func:`vltseg_core.files.atomic_torch_save`)."""
+    atomic_torch_save(checkpoint_payload(model, meta), path)
 
 
 def load_checkpoint(path: str | os.PathLike, model: VLTSeg | None = None,
@@ -311,5 +309,5 @@ def print_model_table(presets: Iterable[str] | None = None, size: tuple[int, int
 
 
 __all__ = ["PRESETS", "Preset", "build_model", "build_from_preset", "get_preset", "list_presets",
-           "load_checkpoint", "save_checkpoint", "param_groups", "count_flops", "model_summary",
-           "print_model_table", "ModelOutput", "read_state_dict"]
+           "checkpoint_payload", "load_checkpoint", "save_checkpoint", "param_groups", "count_flops",
+           "model_summary", "print_model_table"]

@@ -125,26 +125,30 @@ def trunk_spec(clip_name: str) -> TrunkSpec:
 # ----------------------------------------------------------------------------- weights
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
-    """Read tensors from ``.safetensors``, ``.bin`` or ``.pt`` (plain, or wrapped in
-    ``state_dict``/``model``/``module``; DDP ``module.`` prefixes stripped).
+def load_weights_file(path: str | os.PathLike) -> Any:
+    """What a ``.safetensors``, ``.bin`` or ``.pt`` file holds, on the CPU, as loaded.
 
     Pickled files are read with ``torch.load(weights_only=True)``; an OpenAI TorchScript
-    archive (the original ``ViT-B-16.pt``) falls back to ``torch.jit.load``.
+    archive (the original ``ViT-B-16.pt``) falls back to ``torch.jit.load`` (its state dict).
     """
     path = os.fspath(path)
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
-        sd: Any = load_file(path, device="cpu")
-    else:
-        try:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-        except RuntimeError as err:
-            if "TorchScript" not in str(err):
-                raise
-            sd = torch.jit.load(path, map_location="cpu").state_dict()
-    return unwrap_state_dict(sd, source=path)
+        return load_file(path, device="cpu")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except RuntimeError as err:
+        if "TorchScript" not in str(err):
+            raise
+        return torch.jit.load(path, map_location="cpu").state_dict()
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
+    """Read tensors from ``.safetensors``, ``.bin`` or ``.pt`` (plain, or wrapped in
+    ``state_dict``/``model``/``module``; DDP ``module.`` prefixes stripped); see
+    :func:`load_weights_file`."""
+    return unwrap_state_dict(load_weights_file(path), source=os.fspath(path))
 
 
 def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, Tensor]:
@@ -373,7 +377,8 @@ class ViTEncoder(nn.Module):
         """Load open_clip weights (file path or state dict) into the trunk; see
         :func:`load_trunk_weights`. Logs missing / unexpected / ignored keys."""
         if isinstance(path_or_state, Mapping):
-            state, source = unwrap_state_dict(path_or_state), source or "state dict"
+            source = source or "state dict"
+            state = unwrap_state_dict(path_or_state, source=source)
         else:
             state, source = read_state_dict(path_or_state), os.fspath(path_or_state)
         report = load_trunk_weights(self.trunk, state, self.family, strict=strict, source=source)

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from vltseg_core.files import atomic_torch_save
 
 
 def rng_state() -> dict[str, Any]:
@@ -43,21 +42,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` that a reader (or a resume after SIGKILL) sees whole or not at all."""
-    atomic_torch_save(obj, path)
-
-
-def model_payload(model: torch.nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
-    """The dict ``vltseg_core.models.save_checkpoint`` writes (preset and overrides as
-    ``build_model`` recorded them on the model; ``pretrained`` dropped, the weights are in
-    the file), so ``load_checkpoint`` reads a training ``last.pt`` like a model file."""
-    overrides = {k: v for k, v in getattr(model, "overrides", {}).items() if k != "pretrained"}
-    sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return {"preset": getattr(model, "preset", "custom"), "num_classes": model.num_classes,
-            "overrides": overrides, "model": sd, "meta": meta}
 
 
 def load(path: Path) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from vltseg_core.files import atomic_torch_save
 from vltseg_core.train import checkpoint as ckpt
 from vltseg_core.train.config import Config, expand_path, to_dict
 from vltseg_core.train.distributed import (DistInfo, all_gather_objects, all_reduce_mean,
@@ -119,10 +120,12 @@ def _last_path(cfg: Config) -> Path:
 
 def save_state(parts: Parts, cfg: Config, info: DistInfo, next_iter: int) -> None:
     """Atomic ``last.pt`` with model + everything needed to continue at ``next_iter``."""
+    from vltseg_core.models import checkpoint_payload
+
     rngs = all_gather_objects(ckpt.rng_state())  # collective: every rank calls it
     if not info.is_main:
         return
-    payload = ckpt.model_payload(parts.model, {"config": to_dict(cfg), "iter": next_iter})
+    payload = checkpoint_payload(parts.model, {"config": to_dict(cfg), "iter": next_iter})
     payload["train_state"] = {
         "iter": next_iter,
         "optimizer": parts.optimizer.state_dict(),
@@ -131,7 +134,7 @@ def save_state(parts: Parts, cfg: Config, info: DistInfo, next_iter: int) -> Non
         "rng": rngs,
         "world_size": info.world_size,
     }
-    ckpt.atomic_save(payload, _last_path(cfg))
+    atomic_torch_save(payload, _last_path(cfg))  # a resume after SIGKILL sees it whole or not at all
 
 
 def restore_state(parts: Parts, cfg: Config, info: DistInfo) -> int:
