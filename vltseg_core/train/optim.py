@@ -7,7 +7,6 @@ The schedule is a picklable callable so ``LambdaLR.state_dict`` round-trips it o
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 import torch
@@ -49,14 +48,8 @@ def parameter_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     """Groups from ``vltseg_core.models.param_groups`` with the config's lr/wd/multipliers."""
     from vltseg_core.models import param_groups
 
-    wanted = {
-        "lr": cfg.lr,
-        "weight_decay": cfg.weight_decay,
-        "backbone_lr_mult": cfg.backbone_lr_mult,
-        "layer_decay": cfg.layer_decay,
-    }
-    accepted = inspect.signature(param_groups).parameters
-    return param_groups(model, **{k: v for k, v in wanted.items() if k in accepted})
+    return param_groups(model, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                        backbone_lr_mult=cfg.backbone_lr_mult, layer_decay=cfg.layer_decay)
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
