@@ -26,7 +26,7 @@ from vltseg_core.data.base import SegDataset
 from vltseg_core.data.datasets import build_dataset
 from vltseg_core.data.io import DatasetError, read_index_png
 from vltseg_core.data.labels import NUM_CLASSES, cityscapes_lut, class_names, palette
-from vltseg_core.evaluation.metrics import confusion_matrix, metrics_from_matrix
+from vltseg_core.evaluation.metrics import ConfusionMatrix
 from vltseg_core.evaluation.report import pct, write_report
 
 PredFormat = Literal["auto", "trainIds", "labelIds"]
@@ -96,16 +96,15 @@ def score_folder(pred_dir: str | Path, dataset: str, root: str | Path, split: st
     fmt = detect_format(preds) if pred_format == "auto" else pred_format
     if fmt not in ("trainIds", "labelIds"):
         raise ValueError(f"pred_format must be auto, trainIds or labelIds, got {pred_format}")
-    mat = torch.zeros((NUM_CLASSES, NUM_CLASSES + 1), dtype=torch.int64)
+    cm = ConfusionMatrix(NUM_CLASSES)
     for i in _progress(range(len(ds)), progress):
         gt = ds.load_target(i)["sem_seg"]
         pred = read_prediction(preds[i], fmt)
         if tuple(pred.shape) != tuple(gt.shape):
             raise DatasetError(f"size mismatch: prediction {preds[i]} is {pred.shape[::-1]} but "
                                f"ground truth {ds.records[i].label} is {tuple(gt.shape)[::-1]}")
-        mat += confusion_matrix(torch.from_numpy(pred.astype(np.int64)), gt, NUM_CLASSES)
-    metrics = metrics_from_matrix(mat, classes).as_dict(class_names())
-    return ScoreResult(metrics, mat.numpy(), len(ds), fmt)
+        cm.update(torch.from_numpy(pred.astype(np.int64)), gt)
+    return ScoreResult(cm.compute(classes).as_dict(class_names()), cm.mat.numpy(), len(ds), fmt)
 
 
 def _progress(it, enabled: bool):
