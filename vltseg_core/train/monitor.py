@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from vltseg_core.files import atomic_write
+
 
 def truncate_jsonl(path: Path, keep_below: int) -> None:
     """Keep only records with ``iter < keep_below`` (and drop a half-written last line)."""
@@ -29,7 +31,7 @@ def truncate_jsonl(path: Path, keep_below: int) -> None:
             continue
         if rec.get("iter", keep_below) < keep_below:
             kept.append(line)
-    path.write_text("".join(f"{line}\n" for line in kept))
+    atomic_write(path, "".join(f"{line}\n" for line in kept).encode())  # a kill here loses nothing
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
