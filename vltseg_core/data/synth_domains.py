@@ -16,7 +16,6 @@ from vltseg_core.data.synth_canvas import noise_field
 from vltseg_core.data.synth_scene import Scene, label_ids
 
 DOMAINS = ("clear", "fog", "night", "rain", "snow")
-TARGET_DOMAINS = DOMAINS[1:]
 
 
 def _gray(img: np.ndarray) -> np.ndarray:

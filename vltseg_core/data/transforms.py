@@ -6,7 +6,7 @@ keep ratio) -> RandomCrop (cat_max_ratio 0.75, up to 10 re-draws as mmseg does) 
 
 Every transform is ``(image uint8[H, W, 3], target dict of numpy, rng) -> (image, target)``
 and draws randomness only from the ``np.random.Generator`` it is given, so a sample depends
-on ``(seed, epoch, index)`` alone (see :class:`TransformedDataset`). Target maps are every
+on ``(seed, epoch, index)`` alone (see ``vltseg_core.train.sampling.SeededSamples``). Target maps are every
 2-D entry (``sem_seg`` and e.g. an ``instances`` map); ``boxes`` are xyxy pixel edges and
 every 1-D entry (``labels``, optional ``instance_ids``...) is per-box and filtered with them.
 """
@@ -20,7 +20,6 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from vltseg_core.data.labels import IGNORE_INDEX
 
@@ -254,39 +253,6 @@ def train_transforms(
         steps.append(PhotoMetricDistortion())
     steps.append(PadTo(crop_size))
     return Compose(steps)
-
-
-@dataclass(frozen=True)
-class Resize:
-    """Deterministic keep-ratio resize (evaluation at a fixed scale)."""
-
-    scale: tuple[int, int]
-
-    def __call__(self, image, target, rng=None):
-        return resize_keep_ratio(image, target, self.scale)
-
-
-class TransformedDataset(Dataset):
-    """Applies ``transform`` with a generator seeded by ``(seed, epoch, index)``.
-
-    The augmentation of a sample therefore depends neither on the worker that loads it nor
-    on what was loaded before, which is what makes resumed runs replay the same data.
-    """
-
-    def __init__(self, dataset: Dataset, transform: Compose, seed: int = 0) -> None:
-        self.dataset, self.transform, self.seed, self.epoch = dataset, transform, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int):
-        image, target, meta = self.dataset[index]
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        image, target = self.transform(image, target, rng)
-        return image, target, {**meta, "img_shape": image.shape[:2]}
 
 
 def collate(batch: Sequence[tuple[np.ndarray, dict, dict]]
