@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from train_helpers import DEMO, env, synth_root, tiny_overrides, vltseg
+from train_helpers import DEMO, cli_command, synth_root, tiny_overrides, vltseg
 from vltseg_core.train.monitor import read_jsonl
 
 ITERS, EVERY = 14, 4
@@ -53,8 +52,7 @@ def test_sigkill_and_resume_repeats_the_loss_curve(tmp_path_factory: pytest.Temp
     vltseg("train", "--config", str(DEMO), *tiny_overrides(ref_dir, ITERS, **extra), synth=root)
 
     args = ["train", "--config", str(DEMO), *tiny_overrides(cut_dir, ITERS, **extra)]
-    cmd = [sys.executable, "-m", "vltseg_core.cli", *args]
-    e = {**env(), "VLTSEG_SYNTH": str(root)}
+    cmd, e = cli_command(*args, synth=root)  # as vltseg() runs it, but killed midway
     # killed after iteration 5 is logged: past the checkpoint at 4, before the one at 8
     rc = _kill_after(cmd, e, cut_dir / "loss.jsonl", EVERY + 1)
     assert rc == -signal.SIGKILL, "the run ended before it could be killed"

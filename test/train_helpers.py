@@ -43,9 +43,10 @@ def tiny_overrides(out: Path, iters: int, **extra: object) -> list[str]:
     return [f"{k}={v}" for k, v in opts.items()]
 
 
-def vltseg(*args: str, timeout: float = 900, check: bool = True, synth: Path | None = None,
-           torchrun: int = 0) -> subprocess.CompletedProcess:
-    """Run the CLI (``python -m vltseg_core.cli``, or under torchrun with N processes)."""
+def cli_command(*args: str, synth: Path | None = None, torchrun: int = 0
+                ) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment that run the CLI (``python -m vltseg_core.cli``, or
+    under torchrun with N processes)."""
     cmd = [sys.executable, "-m", "vltseg_core.cli", *args]
     if torchrun:
         cmd = [str(BIN / "torchrun"), "--standalone", f"--nproc_per_node={torchrun}",
@@ -53,6 +54,13 @@ def vltseg(*args: str, timeout: float = 900, check: bool = True, synth: Path | N
     e = env()
     if synth is not None:
         e["VLTSEG_SYNTH"] = str(synth)
+    return cmd, e
+
+
+def vltseg(*args: str, timeout: float = 900, check: bool = True, synth: Path | None = None,
+           torchrun: int = 0) -> subprocess.CompletedProcess:
+    """Run the CLI (see :func:`cli_command`) and wait for it."""
+    cmd, e = cli_command(*args, synth=synth, torchrun=torchrun)
     proc = subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
