@@ -26,11 +26,14 @@ def export_checkpoint(
     check: bool = True,
     device: str = "cuda:0",
     target: str | None = None,
+    calibrate: Path | None = None,
 ) -> list[Path]:
     """Checkpoint -> ONNX (+ fp16 / int8 variants) or -> ONNX + cached TensorRT engine.
 
     fp16 None means: an fp16 engine for tensorrt, no fp16 ONNX for onnx. target None means
-    "onnxruntime" for onnx (fused attention) and "portable" for tensorrt. Returns written files.
+    "onnxruntime" for onnx (fused attention) and "portable" for tensorrt. calibrate: a folder
+    of source-domain images; the domain-shift band measured on it goes into the metadata of
+    every file written (before the variants and the engine, which copy it). Returns files.
     """
     from vltseg_core.export.onnx import TARGETS, export_onnx
     from vltseg_core.runtime.checkpoint import load_model_and_metadata
@@ -42,6 +45,8 @@ def export_checkpoint(
         raise typer.BadParameter(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
     if fmt == "tensorrt" and target != "portable":
         raise typer.BadParameter("TensorRT parses standard ONNX ops only: use --target portable")
+    if calibrate is not None and not calibrate.is_dir():
+        raise typer.BadParameter(f"--calibrate: no such folder: {calibrate}")
     if fmt == "tensorrt":  # fail before a minutes-long export, not after
         from vltseg_core.export.tensorrt import TensorRTUnavailable, tensorrt_unavailable_reason
 
@@ -56,6 +61,8 @@ def export_checkpoint(
     written = [result.path]
     if result.parity:
         typer.echo(f"parity ONNX Runtime vs PyTorch: {result.parity}")
+    if calibrate is not None:
+        _calibrate(result.path, calibrate)
     if fmt == "onnx":
         written += _variants(result.path, fp16=bool(fp16), int8=int8, check=check)
     else:
@@ -67,6 +74,16 @@ def export_checkpoint(
                                   check=check)
         written.append(engine)
     return written
+
+
+def _calibrate(model: Path, images: Path, limit: int = 100) -> None:
+    from vltseg_core.export.calibrate import calibrate_model, store_band
+
+    band = calibrate_model(model, images, limit=limit)
+    store_band(model, band)
+    typer.echo(f"domain-shift band from {band.images} images: mean confidence >= "
+               f"{band.min_confidence:.3f}, low-confidence pixels <= {band.max_low_fraction:.1%}, "
+               f"class-mix divergence <= {band.max_class_divergence:.4f}")
 
 
 def _variants(path: Path, *, fp16: bool, int8: bool, check: bool = True) -> list[Path]:
@@ -125,6 +142,8 @@ _FP16_HELP = "onnx: also write model.fp16.onnx; tensorrt: engine precision (defa
 _BENCH_PRESETS = "vltseg_tiny_m2f,vltseg_clip_b16_m2f"
 _BACKENDS_HELP = "subset of torch-fp32,torch-bf16,ort-fp32,ort-fp16,ort-int8,trt-fp16"
 _THREADS_HELP = "intra-op threads for torch and ONNX Runtime (0: their defaults)"
+_CALIBRATE_HELP = ("folder of source-domain validation images: store the domain-shift confidence "
+                   "band measured on them in the model (read by the ROS node)")
 _WORKDIR_HELP = "keep/reuse exported graphs here (default: a temp dir)"
 
 
@@ -143,12 +162,14 @@ def export_command(
     check: Annotated[bool, typer.Option(help="parity check vs PyTorch (and engine vs ORT)")] = True,
     device: Annotated[str, typer.Option(help="CUDA device for tensorrt")] = "cuda:0",
     target: Annotated[str | None, typer.Option(help=_TARGET_HELP)] = None,
+    calibrate: Annotated[Path | None, typer.Option(help=_CALIBRATE_HELP)] = None,
 ) -> None:
     """Export a checkpoint to ONNX (fixed input size; parity-checked) or a TensorRT engine."""
     written = export_checkpoint(
         checkpoint, format, out, _size(height, width), batch=batch, fp16=fp16, int8=int8,
         input_dtype="float32" if float_input else "uint8", class_scores=class_scores,
         max_detections=max_detections, check=check, device=device, target=target,
+        calibrate=calibrate,
     )
     for path in written:
         typer.echo(f"wrote {path}")
@@ -174,7 +195,23 @@ def bench_command(
     typer.echo(table)
 
 
+def calibrate_command(
+    model: Annotated[Path, typer.Argument(help="exported .onnx or .engine")],
+    images: Annotated[Path, typer.Argument(help="folder of source-domain validation images")],
+    limit: Annotated[int, typer.Option(help="images used at most (spread over the folder)")] = 100,
+) -> None:
+    """Measure the domain-shift confidence band of an export and store it in its metadata."""
+    from vltseg_core.runtime.errors import ModelFileError
+
+    try:
+        _calibrate(model, images, limit)
+    except (FileNotFoundError, ValueError, ModelFileError) as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(2) from None
+
+
 def register(app: typer.Typer) -> None:
-    """Add `export` and `bench` to the `vltseg` app."""
+    """Add `export`, `calibrate` and `bench` to the `vltseg` app."""
     app.command("export")(export_command)
+    app.command("calibrate")(calibrate_command)
     app.command("bench")(bench_command)

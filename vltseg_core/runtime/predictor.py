@@ -45,17 +45,23 @@ class Prediction:
 
 
 def make_backend(
-    model_path: str | os.PathLike[str], backend: str | None, device: str, compile: bool
+    model_path: str | os.PathLike[str], backend: str | None, device: str, compile: bool,
+    threads: int = 0,
 ) -> Backend:
-    """The backend for a file; backend None picks it from the suffix (.pt/.onnx/.engine)."""
+    """The backend for a file; backend None picks it from the suffix (.pt/.onnx/.engine).
+    threads > 0 sets CPU intra-op threads (ONNX Runtime session; torch's process-wide pool)."""
     from vltseg_core.runtime import backends
     from vltseg_core.runtime.checkpoint import model_file_kind
 
     kind = backend or model_file_kind(model_path)
     if kind == "torch":
+        if threads > 0:
+            import torch
+
+            torch.set_num_threads(threads)
         return backends.TorchBackend.from_checkpoint(model_path, device=device, compile=compile)
     if kind == "onnxruntime":
-        return backends.OnnxRuntimeBackend(model_path, device=device)
+        return backends.OnnxRuntimeBackend(model_path, device=device, threads=threads)
     if kind == "tensorrt":
         return backends.TensorRTBackend(model_path, device=device if device != "cpu" else "cuda:0")
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -65,8 +71,11 @@ class Predictor:
     """Letterbox -> backend -> map back. Thread-compatible, not thread-safe (one per thread).
 
     score_threshold drops detections below it (padding rows have score 0 and are always
-    dropped); bgr is the default channel order of the images passed in.
+    dropped); bgr is the default channel order of the images passed in. `calls` counts backend
+    runs (one per chunk of at most `backend.max_batch` images).
     """
+
+    calls: int = 0
 
     def __init__(
         self,
@@ -77,8 +86,9 @@ class Predictor:
         *,
         bgr: bool = False,
         score_threshold: float = 0.0,
+        threads: int = 0,
     ) -> None:
-        self.backend = make_backend(model_path, backend, device, compile)
+        self.backend = make_backend(model_path, backend, device, compile, threads)
         self.bgr = bgr
         self.score_threshold = score_threshold
 
@@ -117,6 +127,7 @@ class Predictor:
         if fixed and len(batch) < fixed:  # graph with a fixed batch: pad with copies
             batch = np.concatenate([batch, np.repeat(batch[-1:], fixed - len(batch), axis=0)])
         outputs = self.backend.run(batch)
+        self.calls += 1
         return [self._restore(outputs, i, box) for i, box in enumerate(boxes)]
 
     def _restore(self, outputs: dict[str, np.ndarray], i: int, box: processing.Letterbox) -> Prediction:
