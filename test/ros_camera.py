@@ -36,6 +36,15 @@ def message(rgb: np.ndarray, kind: str, pad: int = 0, bigendian: bool | None = N
     return msg
 
 
+def _sequence(spec: str) -> list[str]:
+    """'clear:2,night:1' -> ['clear', 'clear', 'night'] (the domain of each frame)."""
+    out: list[str] = []
+    for part in spec.split(","):
+        dom, count = part.split(":")
+        out += [dom] * int(count)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--topic", required=True)
@@ -48,10 +57,18 @@ def main() -> None:
     parser.add_argument("--reliability", choices=["best_effort", "reliable"], default="best_effort")
     parser.add_argument("--rate", type=float, default=2.0)
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--domains", default="", help="e.g. clear:20,night:20: a sequence of new "
+                        "scenes (frame_id = domain) played once, then exit; first kind only")
     args = parser.parse_args()
-    rgb, _ = scene(args.seed, args.width, args.height)
     kinds = args.kinds.split(",")
-    msgs = [message(rgb, k, args.pad, args.bigendian or None) for k in kinds]
+    if args.domains:
+        msgs = []
+        for i, dom in enumerate(_sequence(args.domains)):
+            msgs.append(message(scene(args.seed + i, args.width, args.height, dom)[0], kinds[0]))
+            msgs[-1].header.frame_id = dom
+    else:
+        rgb, _ = scene(args.seed, args.width, args.height)
+        msgs = [message(rgb, k, args.pad, args.bigendian or None) for k in kinds]
     rclpy.init()
     node = rclpy.create_node("vltseg_test_camera")
     reliability = ReliabilityPolicy.RELIABLE if args.reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
@@ -60,7 +77,7 @@ def main() -> None:
     pub = node.create_publisher(msg_type, args.topic, qos)
     end, i = time.monotonic() + args.seconds, 0
     try:
-        while time.monotonic() < end:
+        while time.monotonic() < end and not (args.domains and i >= len(msgs)):
             msg = msgs[i % len(msgs)]
             msg.header.stamp = node.get_clock().now().to_msg()
             pub.publish(msg)

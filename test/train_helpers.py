@@ -17,7 +17,11 @@ BIN = Path(sys.executable).parent
 
 def synth_root(factory: pytest.TempPathFactory, n: int = 20) -> Path:
     """A benchmark of ``n`` clear frames (80 % train) and n/5 per target, made once per run."""
-    root = factory.getbasetemp() / f"synth-n{n}"
+    return synth_root_at(factory.getbasetemp() / f"synth-n{n}", n)
+
+
+def synth_root_at(root: Path, n: int) -> Path:
+    """A benchmark of ``n`` clear frames at ``root`` (generated unless already there)."""
     if not (root / "synth.json").is_file():
         from vltseg_core.data.synth import generate
 

@@ -64,7 +64,7 @@ def ros_arguments(args: argparse.Namespace) -> list[str]:
         out += ["-p", f"{key}:={value}"]
     if args.namespace:
         out += ["-r", f"__ns:={args.namespace}"]
-    return out + list(args.ros_args or [])
+    return out + list(getattr(args, "ros_args", None) or [])
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -85,9 +85,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                      help="with --camera-topic: CompressedImage on <topic>/compressed")
     run.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "tensorrt"])
     run.add_argument("--namespace", help="node namespace (outputs under /<ns>/vltseg/...)")
-    run.add_argument("ros_args", nargs=argparse.REMAINDER,
-                     help="more ROS arguments after --ros-args, e.g. --ros-args -p max_rate_hz:=5.0")
     run.set_defaults(func=_run)
+    run.epilog = "More ROS arguments follow --ros-args, e.g. --ros-args -p max_rate_hz:=5.0"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -96,9 +95,10 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="show the middleware and the vltseg_ros messages").set_defaults(func=_info)
     _add_run(sub)
-    args = parser.parse_args(argv)
-    if getattr(args, "ros_args", None) and args.ros_args[0] == "--ros-args":
-        args.ros_args = args.ros_args[1:]
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cut = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
+    args = parser.parse_args(argv[:cut])
+    args.ros_args = argv[cut + 1:]
     _require_ros()
     args.func(args)
 

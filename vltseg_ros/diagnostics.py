@@ -38,6 +38,7 @@ class CameraStats:
 
     name: str
     topic: str
+    reliability: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
     frames_in: int = 0
     frames_out: int = 0
@@ -87,6 +88,7 @@ class CameraStats:
             now = time.monotonic()
             values = {
                 "topic": self.topic,
+                "reliability": self.reliability,
                 "fps_in": f"{_rate(self.received_times, now):.2f}",
                 "fps_out": f"{_rate(self.published_times, now):.2f}",
                 "frames_in": str(self.frames_in),
@@ -100,6 +102,7 @@ class CameraStats:
                 "e2e_latency_ms_p95": f"{percentile(self.e2e_ms, 95):.1f}",
                 "mean_confidence": f"{self.mean_confidence:.4f}",
                 "domain_shift": self._shift_text(band),
+                "domain_shift_state": self._shift_state(),
                 "no_frame_warning": self.no_frame_warning,
             }
             level, message = self._verdict(band)
@@ -113,6 +116,11 @@ class CameraStats:
         if self.shift is None:
             return "off" if band is None else "no frames yet"
         return self.shift.describe(band)
+
+    def _shift_state(self) -> str:
+        if self.shift is None:
+            return "off"
+        return {None: "warming up", True: "shifted", False: "in band"}[self.shift.shifted]
 
     def _verdict(self, band: ShiftBand | None) -> tuple[bytes, str]:
         if self.shift is not None and self.shift.shifted:

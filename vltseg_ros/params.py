@@ -123,22 +123,25 @@ def _descriptor(name: str, spec: Spec) -> ParameterDescriptor:
     return desc
 
 
-def declare(node: LifecycleNode, name: str, spec: Spec, errors: list[str]) -> None:
+def declare(node: LifecycleNode, name: str, spec: Spec, errors: dict[str, str]) -> None:
     """Declare one parameter; an invalid override is recorded in `errors` and the default kept."""
     if node.has_parameter(name):
         return
     try:
         node.declare_parameter(name, spec.default, _descriptor(name, spec))
     except (ParameterException, TypeError, ValueError) as exc:
-        errors.append(f"parameter {name!r}: {str(exc).splitlines()[0]}")
+        errors[name] = f"parameter {name!r}: {str(exc).splitlines()[0]}"
         node.declare_parameter(name, spec.default, _descriptor(name, spec), ignore_override=True)
 
 
-def declare_all(node: LifecycleNode) -> list[str]:
-    """Declare the node-wide parameters; returns the errors met (empty when all is well)."""
-    errors: list[str] = []
+def declare_all(node: LifecycleNode) -> dict[str, str]:
+    """Declare the node-wide parameters; returns {name: error} for invalid overrides. A later
+    valid `set_parameters` (ranges are enforced by the descriptors) clears that entry."""
+    errors: dict[str, str] = {}
     for name, spec in PARAMETERS.items():
         declare(node, name, spec, errors)
+    node.add_post_set_parameters_callback(
+        lambda changed: [errors.pop(p.name, None) for p in changed])
     return errors
 
 
@@ -146,7 +149,7 @@ class ConfigError(ValueError):
     """A parameter value the node cannot run with (one line)."""
 
 
-def read_config(node: LifecycleNode, errors: list[str]) -> NodeConfig:
+def read_config(node: LifecycleNode, errors: dict[str, str]) -> NodeConfig:
     """Declare the per-camera parameters, validate everything, return the config."""
     value = lambda name: node.get_parameter(name).value  # noqa: E731
     names = [str(n) for n in value("cameras") or []]
@@ -154,7 +157,7 @@ def read_config(node: LifecycleNode, errors: list[str]) -> NodeConfig:
         for key, spec in CAMERA_PARAMETERS.items():
             declare(node, f"camera.{cam}.{key}", spec, errors)
     if errors:
-        raise ConfigError(errors[0])
+        raise ConfigError(next(iter(errors.values())))
     for name, spec in PARAMETERS.items():
         if spec.choices and value(name) not in spec.choices:
             raise ConfigError(f"parameter {name!r} is {value(name)!r}; expected one of {', '.join(spec.choices)}")

@@ -163,6 +163,7 @@ class PerceptionNode(LifecycleNode):
     def _subscribe(self, cam: params.CameraConfig) -> None:
         reliability = qos.choose_reliability(self.config.reliability, qos.offered_reliability(self, cam.topic))
         self._reliability[cam.name] = reliability
+        self._stats[cam.name].reliability = reliability.name.lower()
         self._subs[cam.name] = self.create_subscription(
             CompressedImage if cam.compressed else Image, cam.topic,
             lambda msg, cam=cam: self._on_image(cam.name, cam.topic, msg),
