@@ -385,6 +385,19 @@ def test_fp32_engine_of_an_fp16_graph_is_refused(fake: Install, tmp_path: Path) 
                                  precision="fp32")
 
 
+def test_tiny_model_export_gives_a_checked_strongly_typed_fp16_engine(fake: Install, tmp_path: Path) -> None:
+    """The real tiny segmenter's portable export through the 11.4 fake: its fp16 copy is what
+    the engine computes, and that passes the fp16 parity against the fp32 graph."""
+    from vltseg_core.export.onnx import read_metadata
+
+    fake("11.4")
+    onnx_path = tmp_path / "seg.onnx"
+    onnx_path.write_bytes(tiny_export("vltseg_tiny_m2f", "portable").read_bytes())
+    _, engine = trt_export.load_or_build(onnx_path, read_metadata(onnx_path))
+    assert plan_of(engine)["source"] == str(tmp_path / "seg.fp16.onnx") and trt_export.is_checked(engine)
+    assert TensorRTBackend(engine).fixed_batch == 1  # this export's batch is fixed
+
+
 # ---- the real thing ---------------------------------------------------------------------------
 
 _REASON = rt.tensorrt_unavailable_reason()
