@@ -398,6 +398,27 @@ def test_tiny_model_export_gives_a_checked_strongly_typed_fp16_engine(fake: Inst
     assert TensorRTBackend(engine).fixed_batch == 1  # this export's batch is fixed
 
 
+def test_export_command_writes_the_fp16_onnx_and_a_checked_engine(fake: Install, tmp_path: Path) -> None:
+    """`vltseg export --format tensorrt --calibrate` through the 11.4 fake: the fp16 ONNX is written
+    (and checked) before the engine is built from it; the sidecar carries the calibration band."""
+    import cv2
+
+    from export_helpers import tiny_checkpoint
+    from vltseg_core.export.cli import export_checkpoint
+    from vltseg_core.runtime.domain_shift import METADATA_KEY
+
+    fake("11.4")
+    (tmp_path / "val").mkdir()
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / "val" / f"{i}.png"), _images(1, seed=i)[0].transpose(1, 2, 0))
+    out = tmp_path / "m.onnx"
+    written = export_checkpoint(tiny_checkpoint("vltseg_tiny_m2f"), "tensorrt", out,
+                                calibrate=tmp_path / "val")
+    assert written[:2] == [out, tmp_path / "m.fp16.onnx"] and written[2].name.startswith("m.fp16.")
+    assert plan_of(written[2])["source"] == str(written[1])
+    assert METADATA_KEY in _sidecar(written[2])["extra"] and trt_export.is_checked(written[2])
+
+
 # ---- the real thing ---------------------------------------------------------------------------
 
 _REASON = rt.tensorrt_unavailable_reason()

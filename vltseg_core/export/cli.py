@@ -6,11 +6,13 @@ so `vltseg --help` is instant.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from vltseg_core.export.metadata import ModelMetadata
+if TYPE_CHECKING:
+    from vltseg_core.export.metadata import ModelMetadata
+    from vltseg_core.runtime.domain_shift import ShiftBand
 
 
 def export_checkpoint(
@@ -63,17 +65,21 @@ def export_checkpoint(
     written = [result.path]
     if result.parity:
         typer.echo(f"parity ONNX Runtime vs PyTorch: {result.parity}")
+    metadata = result.metadata
     if calibrate is not None:
-        _calibrate(result.path, calibrate)
+        from vltseg_core.export.calibrate import with_band
+
+        metadata = with_band(metadata, _calibrate(result.path, calibrate))
     if fmt == "onnx":
         written += _variants(result.path, fp16=bool(fp16), int8=int8, check=check)
     else:
-        written += _engine(result.path, result.metadata, "fp32" if fp16 is False else "fp16",
+        written += _engine(result.path, metadata, "fp32" if fp16 is False else "fp16",
                            trt_version, index, check)
     return written
 
 
-def _calibrate(model: Path, images: Path, limit: int = 100) -> None:
+def _calibrate(model: Path, images: Path, limit: int = 100) -> ShiftBand:
+    """Store the band in `model` and return it."""
     from vltseg_core.export.calibrate import calibrate_model, store_band
 
     band = calibrate_model(model, images, limit=limit)
@@ -81,6 +87,7 @@ def _calibrate(model: Path, images: Path, limit: int = 100) -> None:
     typer.echo(f"domain-shift band from {band.images} images: mean confidence >= "
                f"{band.min_confidence:.3f}, low-confidence pixels <= {band.max_low_fraction:.1%}, "
                f"class-mix divergence <= {band.max_class_divergence:.4f}")
+    return band
 
 
 def _engine(path: Path, metadata: ModelMetadata, precision: str, trt_version: tuple[int, int],
