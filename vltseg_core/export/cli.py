@@ -6,9 +6,13 @@ so `vltseg --help` is instant.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from vltseg_core.export.metadata import ModelMetadata
+    from vltseg_core.runtime.domain_shift import ShiftBand
 
 
 def export_checkpoint(
@@ -48,10 +52,10 @@ def export_checkpoint(
     if calibrate is not None and not calibrate.is_dir():
         raise typer.BadParameter(f"--calibrate: no such folder: {calibrate}")
     if fmt == "tensorrt":  # fail before a minutes-long export, not after
-        from vltseg_core.export.tensorrt import TensorRTUnavailable, tensorrt_unavailable_reason
+        from vltseg_core.export.tensorrt import require_tensorrt
+        from vltseg_core.export.tensorrt_runner import cuda_index
 
-        if reason := tensorrt_unavailable_reason():
-            raise TensorRTUnavailable(reason)
+        trt_version, index = require_tensorrt(), cuda_index(device)
     model, metadata = load_model_and_metadata(
         checkpoint, input_size=size, batch=batch, input_dtype=input_dtype,
         max_detections=max_detections,
@@ -61,22 +65,21 @@ def export_checkpoint(
     written = [result.path]
     if result.parity:
         typer.echo(f"parity ONNX Runtime vs PyTorch: {result.parity}")
+    metadata = result.metadata
     if calibrate is not None:
-        _calibrate(result.path, calibrate)
+        from vltseg_core.export.calibrate import with_band
+
+        metadata = with_band(metadata, _calibrate(result.path, calibrate))
     if fmt == "onnx":
         written += _variants(result.path, fp16=bool(fp16), int8=int8, check=check)
     else:
-        from vltseg_core.export.tensorrt import load_or_build
-
-        precision = "fp32" if fp16 is False else "fp16"
-        index = int(device.partition(":")[2] or 0)
-        _, engine = load_or_build(result.path, result.metadata, precision=precision, device=index,
-                                  check=check)
-        written.append(engine)
+        written += _engine(result.path, metadata, "fp32" if fp16 is False else "fp16",
+                           trt_version, index, check)
     return written
 
 
-def _calibrate(model: Path, images: Path, limit: int = 100) -> None:
+def _calibrate(model: Path, images: Path, limit: int = 100) -> ShiftBand:
+    """Store the band in `model` and return it."""
     from vltseg_core.export.calibrate import calibrate_model, store_band
 
     band = calibrate_model(model, images, limit=limit)
@@ -84,6 +87,21 @@ def _calibrate(model: Path, images: Path, limit: int = 100) -> None:
     typer.echo(f"domain-shift band from {band.images} images: mean confidence >= "
                f"{band.min_confidence:.3f}, low-confidence pixels <= {band.max_low_fraction:.1%}, "
                f"class-mix divergence <= {band.max_class_divergence:.4f}")
+    return band
+
+
+def _engine(path: Path, metadata: ModelMetadata, precision: str, trt_version: tuple[int, int],
+            device: int, check: bool) -> list[Path]:
+    """The TensorRT engine (and, for a strongly typed fp16 build, the fp16 ONNX it is built from,
+    checked against the fp32 graph like `--format onnx --fp16`)."""
+    from vltseg_core.export.tensorrt import load_or_build
+    from vltseg_core.export.tensorrt_runner import strongly_typed
+
+    written = []
+    if precision == "fp16" and strongly_typed(trt_version):
+        written += _variants(path, fp16=True, int8=False, check=check)
+    _, engine = load_or_build(path, metadata, precision=precision, device=device, check=check)
+    return [*written, engine]
 
 
 def _variants(path: Path, *, fp16: bool, int8: bool, check: bool = True) -> list[Path]:
@@ -160,7 +178,7 @@ def export_command(
     class_scores: Annotated[bool, typer.Option(help="also output class scores [B,K,H,W]")] = False,
     max_detections: Annotated[int, typer.Option(help="fixed detection count per image")] = 100,
     check: Annotated[bool, typer.Option(help="parity check vs PyTorch (and engine vs ORT)")] = True,
-    device: Annotated[str, typer.Option(help="CUDA device for tensorrt")] = "cuda:0",
+    device: Annotated[str, typer.Option(help="CUDA device the engine is built for (tensorrt)")] = "cuda:0",
     target: Annotated[str | None, typer.Option(help=_TARGET_HELP)] = None,
     calibrate: Annotated[Path | None, typer.Option(help=_CALIBRATE_HELP)] = None,
 ) -> None:

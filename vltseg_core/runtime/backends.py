@@ -6,13 +6,17 @@ backend the same way. `max_batch` says how the Predictor must chunk a batch.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from vltseg_core.export.metadata import ModelMetadata
 from vltseg_core.runtime.errors import ModelFileError, require_file
+
+if TYPE_CHECKING:
+    from vltseg_core.export.tensorrt_runner import TensorRTRunner
 
 
 class Backend(Protocol):
@@ -159,56 +163,88 @@ def read_session_metadata(session: object, path: Path) -> ModelMetadata:
 
 
 class TensorRTBackend:
-    """A TensorRT engine for an exported ONNX, taken from / added to the cache beside it.
-
-    Given an `.engine`, its `.json` sidecar supplies the metadata; if that engine does not
-    deserialise (other GPU / TensorRT version) and its ONNX sits beside it under the recorded
-    name, the engine is rebuilt from it.
+    """A TensorRT engine. Given an `.onnx`: the cached engine for it, built if absent
+    (export/tensorrt.py). Given an `.engine`: that engine as it is, with its own precision (name,
+    `.json` sidecar) and batch limit (its optimisation profile); only if it does not deserialise
+    here (other GPU / TensorRT version) is it rebuilt alike from the ONNX beside it.
+    `checked`: whether the engine passed the parity check against ONNX Runtime.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, device: str = "cuda:0", precision: str = "fp16",
-        max_batch: int = 4,
+        self, path: str | os.PathLike[str], *, device: str = "cuda:0", precision: str | None = None,
+        max_batch: int | None = None, check: bool = True,
     ) -> None:
         from vltseg_core.export import tensorrt as trt_export
+        from vltseg_core.export.tensorrt_runner import cuda_index
 
-        index = int(device.partition(":")[2] or 0) if device.startswith("cuda") else None
-        if index is None:
-            raise ValueError(f"TensorRT needs a CUDA device, got {device!r}")
+        index = cuda_index(device)
         path = require_file(path)
-        onnx_path = path if path.suffix == ".onnx" else _onnx_for_engine(path)
-        if onnx_path is None:
-            self.metadata = _engine_metadata(path)
-            try:
-                self.runner = trt_export.TensorRTRunner(path.read_bytes(), index)
-            except trt_export.EngineLoadError as exc:
-                raise ModelFileError(path, f"{exc}; re-export it or pass its .onnx to rebuild") from None
-        else:
-            self.metadata = OnnxRuntimeBackend(onnx_path).metadata  # validates the file too
+        if path.suffix == ".onnx":
+            metadata = OnnxRuntimeBackend(path).metadata  # validates the file too
+            precision = precision or "fp16"
             self.runner, self.engine_path = trt_export.load_or_build(
-                onnx_path, self.metadata, precision=precision, device=index, max_batch=max_batch
+                path, metadata, precision=precision, device=index,
+                max_batch=max_batch or trt_export.DEFAULT_MAX_BATCH, check=check,
             )
-        self.fixed_batch = self.metadata.batch
-        self.max_batch = self.metadata.batch or max_batch
+            self.metadata = replace(metadata, precision=precision)
+        else:
+            self.runner, self.engine_path, self.metadata = _load_engine(path, index, precision, check)
+            _refuse_other(path, "a batch limit of", self.runner.max_batch, max_batch)
+        self.checked = trt_export.is_checked(self.engine_path)
+        self.fixed_batch = self.runner.fixed_batch
+        self.max_batch = self.runner.max_batch
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         dtype = np.uint8 if self.metadata.input_dtype == "uint8" else np.float32
         return self.runner.run({"images": images.astype(dtype, copy=False)})
 
 
-def _engine_metadata(path: Path) -> ModelMetadata:
-    sidecar = path.with_name(path.name + ".json")
+def _load_engine(
+    path: Path, index: int, precision: str | None, check: bool
+) -> tuple[TensorRTRunner, Path, ModelMetadata]:
+    """An engine file as it is; rebuilt alike (same precision and batch limit) from its ONNX only
+    when it does not deserialise here."""
+    from vltseg_core.export import tensorrt as trt_export
+
+    metadata = _engine_metadata(path)
+    _refuse_other(path, "precision", metadata.precision, precision)
     try:
-        return ModelMetadata.from_json(sidecar.read_text())
+        return trt_export.TensorRTRunner(path.read_bytes(), index), path, metadata
+    except trt_export.EngineLoadError as exc:
+        onnx_path = _onnx_for_engine(path, metadata)
+        if onnx_path is None:
+            raise ModelFileError(path, f"{exc}; re-export it or put its .onnx beside it to rebuild") from None
+    limit = int(metadata.extra.get("tensorrt.max_batch", trt_export.DEFAULT_MAX_BATCH))
+    runner, rebuilt = trt_export.load_or_build(
+        onnx_path, OnnxRuntimeBackend(onnx_path).metadata, precision=metadata.precision,
+        device=index, max_batch=limit, check=check,
+    )
+    return runner, rebuilt, _engine_metadata(rebuilt)
+
+
+def _refuse_other(path: Path, what: str, has: object, asked: object | None) -> None:
+    if asked is not None and asked != has:
+        raise ValueError(f"{path.name} has {what} {has}, not {asked}: pass its .onnx to build "
+                         "another engine")
+
+
+def _engine_metadata(path: Path) -> ModelMetadata:
+    """The sidecar's metadata; the precision in the engine's name wins (sidecars written before
+    the engine's precision was recorded carry the ONNX's)."""
+    from vltseg_core.export.tensorrt import PRECISIONS, read_sidecar, sidecar_path
+
+    try:
+        metadata = read_sidecar(path)
     except (OSError, KeyError, ValueError) as exc:
-        raise ModelFileError(path, f"engine metadata {sidecar.name} unreadable ({exc})") from None
-
-
-def _onnx_for_engine(path: Path) -> Path | None:
-    """model.fp16.<key>.engine -> model.onnx beside it, if present (to rebuild from)."""
+        raise ModelFileError(path, f"engine metadata {sidecar_path(path).name} unreadable ({exc})") from None
     parts = path.name.rsplit(".", 3)  # stem, precision, key, "engine"
-    if len(parts) != 4:
-        return None
-    stem = parts[0]
-    candidate = path.with_name(f"{stem}.onnx")
-    return candidate if candidate.is_file() else None
+    if len(parts) == 4 and parts[1] in PRECISIONS:
+        metadata = replace(metadata, precision=parts[1])
+    return metadata
+
+
+def _onnx_for_engine(path: Path, metadata: ModelMetadata) -> Path | None:
+    """The ONNX an engine was built from, beside it (its recorded name, or model.onnx for
+    model.fp16.<key>.engine), to rebuild from."""
+    names = [metadata.extra.get("tensorrt.onnx", ""), path.name.rsplit(".", 3)[0] + ".onnx"]
+    return next((path.with_name(n) for n in names if n and path.with_name(n).is_file()), None)
