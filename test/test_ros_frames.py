@@ -74,3 +74,28 @@ def test_rate_limit_lets_newer_frames_replace_older_ones() -> None:
     assert worker.stop(5.0)
     assert 2 <= len(seen) <= 4, seen  # about 1.2 s / 0.5 s calls
     assert seen == sorted(seen) and seen[-1] >= 9  # always the newest frame
+
+
+def _ages(fresh: bool) -> list[float]:
+    """Age of each taken frame when a 20 Hz camera meets a 120 ms model."""
+    slots = LatestFrames(["a"])
+    ages: list[float] = []
+
+    def process(frames: list[Frame]) -> None:
+        ages.append(time.monotonic() - frames[0].received)
+        time.sleep(0.12)
+
+    worker = Worker(slots, process, print, fresh=fresh)
+    worker.start()
+    for tag in range(50):  # 2.5 s at 20 Hz
+        slots.put(_frame("a", tag))
+        time.sleep(0.05)
+    worker.stop(5.0)
+    return ages[2:]
+
+
+def test_fresh_frames_wait_for_the_next_frame_instead_of_a_stale_one() -> None:
+    stale, fresh = _ages(False), _ages(True)
+    assert max(fresh) < 0.045, fresh  # taken within ~half a period of arrival
+    assert np.mean(fresh) < np.mean(stale), (fresh, stale)
+    assert len(fresh) >= 0.7 * len(stale)  # small cost in throughput

@@ -48,6 +48,10 @@ PARAMETERS: dict[str, Spec] = {
     "qos.depth": Spec(1, "input queue depth (1: latest frame only)", 1, 10000),
     "score_threshold": Spec(0.3, "detections below this score are not published", 0.0, 1.0),
     "overlay_alpha": Spec(0.5, "weight of the class colours in segmentation_color", 0.0, 1.0),
+    "max_batch": Spec(0, "at most this many camera frames per model call (0: all pending, as the "
+                      "backend allows; 1: one call per frame)", 0, 64),
+    "fresh_frames": Spec(True, "when the pending frame is older than half its camera's period, wait "
+                         "for the next one (fresher results, slightly fewer of them)"),
     "max_rate_hz": Spec(0.0, "at most this many model calls per second (0: as frames come)", 0.0, 1000.0),
     "detections_type": Spec("auto", "Detection2DArray type; auto: vision_msgs when importable",
                             choices=DETECTION_TYPES),
@@ -102,6 +106,8 @@ class NodeConfig:
     depth: int
     score_threshold: float
     overlay_alpha: float
+    max_batch: int
+    fresh_frames: bool
     max_rate_hz: float
     detections_type: str
     diagnostics_period: float
@@ -173,6 +179,8 @@ def read_config(node: LifecycleNode, errors: dict[str, str]) -> NodeConfig:
         depth=int(value("qos.depth")),
         score_threshold=float(value("score_threshold")),
         overlay_alpha=float(value("overlay_alpha")),
+        max_batch=int(value("max_batch")),
+        fresh_frames=bool(value("fresh_frames")),
         max_rate_hz=float(value("max_rate_hz")),
         detections_type=value("detections_type"),
         diagnostics_period=float(value("diagnostics_period")),

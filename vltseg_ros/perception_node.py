@@ -94,7 +94,8 @@ class PerceptionNode(LifecycleNode):
         for cam in cfg.cameras:
             self._subscribe(cam)
         min_period = 1.0 / cfg.max_rate_hz if cfg.max_rate_hz > 0 else 0.0
-        self._worker = Worker(self._frames, self._process, self._on_worker_error, min_period)
+        self._worker = Worker(self._frames, self._process, self._on_worker_error, min_period,
+                              fresh=cfg.fresh_frames)
         self._worker.start()
         self._activated_at = time.monotonic()
         self._timers = [self.create_timer(cfg.diagnostics_period, self._publish_diagnostics),
@@ -205,6 +206,12 @@ class PerceptionNode(LifecycleNode):
             stats.drop()
 
     def _process(self, frames: list[Frame]) -> None:
+        """One Predictor call per chunk of at most max_batch pending frames (0: all)."""
+        size = self.config.max_batch or len(frames)
+        for start in range(0, len(frames), size):
+            self._predict(frames[start:start + size])
+
+    def _predict(self, frames: list[Frame]) -> None:
         predictor = self.predictor
         calls = predictor.calls
         start = time.perf_counter()
@@ -289,7 +296,10 @@ class PerceptionNode(LifecycleNode):
         backend = self.predictor.backend
         if backend.fixed_batch == 1 or backend.max_batch == 1:
             return "per-frame calls: the graph's batch is fixed at 1"
-        return f"batched: pending cameras in one call (up to {backend.max_batch})"
+        if self.config is not None and self.config.max_batch == 1:
+            return "per-frame calls: max_batch is 1"
+        limit = min(backend.max_batch, self.config.max_batch or backend.max_batch) if self.config else backend.max_batch
+        return f"batched: pending cameras in one call (up to {limit})"
 
     def _model_description(self) -> dict[str, str]:
         meta = self.predictor.metadata
