@@ -76,6 +76,20 @@ if ! stamp_ok project "$proj_hash" || [ ! -x "$VENV/bin/vltseg" ]; then
   stamp project "$proj_hash"
 fi
 
+# 5. optional: the ROS 2 launch tools (`ros2 launch`) are not on PyPI; where a copy of them sits
+#    beside the checkout (../shared/ros-launch, as on the CI machines here) install it. On a ROS
+#    install they come with ROS; without them `vltseg-ros run` starts the node.
+LAUNCH_TOOLS="${VLTSEG_ROS_LAUNCH:-$ROOT/../shared/ros-launch}"
+if [ -x "$LAUNCH_TOOLS/install" ]; then
+  launch_hash="$(hash_of "$LAUNCH_TOOLS"/wheels/*.whl "$LAUNCH_TOOLS/install")"
+  if ! stamp_ok launch "$launch_hash" || [ ! -x "$VENV/bin/ros2" ]; then
+    log "installing the ROS 2 launch tools from $LAUNCH_TOOLS"
+    "$LAUNCH_TOOLS/install" "$VENV" > "$STAMPS/launch-tools.log" 2>&1 \
+      || { tail -20 "$STAMPS/launch-tools.log"; die "installing the launch tools failed"; }
+    stamp launch "$launch_hash"
+  fi
+fi
+
 "$VPY" -c 'import rclpy, vltseg_core; from vltseg_ros.msg import Detection2DArray, LabelInfo' \
   || die "the venv does not import rclpy / vltseg_core / vltseg_ros.msg"
 log "ready: $VENV"

@@ -1,0 +1,129 @@
+"""`ros2 launch vltseg_ros perception.launch.py` for real (the upstream launch tools in the venv),
+the RViz config against the node's topics, and `vltseg-ros run` with the same YAML."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.ros
+
+from export_helpers import WORKDIR  # noqa: E402
+from ros_nodes import PROFILE, REPO, camera_command, node_command, ros_session, trained_model  # noqa: E402
+
+VENV = Path(sys.prefix)
+ROS2 = VENV / "bin" / "ros2"
+
+
+def _launch_tools() -> str | None:
+    if not ROS2.is_file():
+        return (f"the ROS 2 launch tools are not installed in {VENV} (scripts/setup.sh installs them "
+                "from ../shared/ros-launch when present; a ROS install has them)")
+    if not (VENV / "share" / "vltseg_ros" / "launch" / "perception.launch.py").is_file():
+        return "vltseg_ros is not installed into the venv's share/ (run scripts/setup.sh)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def onnx() -> Path:
+    return trained_model(Path(os.environ.get("VLTSEG_TEST_CACHE") or WORKDIR))[1]
+
+
+def _node_topics(listener, namespace: str = "/") -> tuple[set[str], set[str]]:
+    """(publishers, subscriptions) of the node /vltseg; empty while it is not up."""
+    from rclpy.node import NodeNameNonExistentError
+
+    node = listener.node
+    try:
+        pubs = {name for name, _ in node.get_publisher_names_and_types_by_node("vltseg", namespace)}
+        subs = {name for name, _ in node.get_subscriber_names_and_types_by_node("vltseg", namespace)}
+    except NodeNameNonExistentError:
+        return set(), set()
+    return pubs - {"/rosout", "/parameter_events"}, subs - {"/parameter_events"}
+
+
+def _descendants(pid: int) -> list[int]:
+    import psutil
+
+    try:
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _rviz_topics() -> set[str]:
+    config = yaml.safe_load((REPO / "rviz" / "perception.rviz").read_text())
+    return {d["Topic"]["Value"] for d in config["Visualization Manager"]["Displays"]}
+
+
+def test_launch_file_runs_the_pipeline(ros_context, ros_domain, tmp_path, onnx) -> None:
+    """ros2 launch with model:= camera_topic:= rviz:=true (rviz2 absent): a 2048x1024 frame from
+    another process comes back as a mask, the node is active, the message says why RViz did not
+    start, RViz's topics are the node's, and SIGINT to ros2 launch stops every process."""
+    import psutil
+    from lifecycle_msgs.srv import GetState
+    from sensor_msgs.msg import Image
+
+    if reason := _launch_tools():
+        pytest.skip(reason)
+    assert shutil.which("rviz2") is None or pytest.skip("rviz2 is installed here")
+    env = {"AMENT_PREFIX_PATH": str(VENV), "PATH": f"{VENV / 'bin'}:{os.environ['PATH']}"}
+    with ros_session(ros_context, ros_domain, tmp_path) as (procs, listener):
+        from ros_nodes import best_effort
+
+        listener.subscribe("mask", Image, "/vltseg/camera/segmentation", best_effort())
+        launch = procs.start([ROS2, "launch", "vltseg_ros", "perception.launch.py", f"model:={onnx}",
+                              "camera_topic:=/camera/image_raw", "rviz:=true"], tmp_path / "launch.log", env)
+        procs.start(camera_command("camera/image_raw", rate=2), tmp_path / "cam.log",
+                    {"FASTDDS_DEFAULT_PROFILES_FILE": str(PROFILE)})
+        listener.wait_for(lambda: len(listener.got("mask")) >= 2, 120, lambda: procs.log(launch)[-3000:])
+        client = listener.node.create_client(GetState, "/vltseg/get_state")
+        assert client.wait_for_service(timeout_sec=30)
+        future = client.call_async(GetState.Request())
+        listener.wait_for(future.done, 30, "get_state reply")
+        pubs, subs = _node_topics(listener)
+        children = _descendants(launch.pid)
+        assert children, "ros2 launch started no process"
+        seconds = procs.stop(launch, signal.SIGINT, timeout=20)
+        log = procs.log(launch)
+    assert future.result().current_state.label == "active"
+    mask = listener.got("mask")[0]
+    assert (mask.width, mask.height, mask.encoding) == (2048, 1024, "mono8")
+    assert "rviz2 was not found" in log and "runs without it" in log
+    assert launch.returncode == 0 and seconds < 15, log[-2000:]
+    assert not [pid for pid in children if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+    # RViz shows the camera input and three of the node's outputs, by their real names
+    assert _rviz_topics() <= pubs | subs, (_rviz_topics() - pubs - subs, pubs, subs)
+    assert "/camera/image_raw" in subs and len(_rviz_topics() & pubs) == 3
+
+
+def test_runner_with_the_same_yaml_gives_the_same_topics(ros_context, ros_domain, tmp_path, onnx) -> None:
+    """`vltseg-ros run --params-file config/perception.yaml` and `ros2 launch` (same YAML, no
+    overrides but the model): the same node name, publishers and subscriptions."""
+    if reason := _launch_tools():
+        pytest.skip(reason)
+    yaml_file = REPO / "config" / "perception.yaml"
+    env = {"AMENT_PREFIX_PATH": str(VENV), "PATH": f"{VENV / 'bin'}:{os.environ['PATH']}"}
+    topics = {}
+    for label in ("launch", "run"):
+        with ros_session(ros_context, ros_domain, tmp_path / label) as (procs, listener):
+            (tmp_path / label).mkdir(exist_ok=True)
+            cmd = ([ROS2, "launch", "vltseg_ros", "perception.launch.py", f"model:={onnx}",
+                    f"params_file:={yaml_file}"] if label == "launch"
+                   else node_command(onnx, camera_topic=None, params_file=yaml_file))
+            proc = procs.start(cmd, tmp_path / f"{label}.log", env)
+            listener.wait_for(lambda: any(t.endswith("/diagnostics") for t in _node_topics(listener)[0]), 90,
+                              lambda: procs.log(proc)[-2000:])
+            time.sleep(1.0)
+            topics[label] = _node_topics(listener)
+    assert topics["launch"] == topics["run"]
+    pubs, subs = topics["run"]
+    assert {"/vltseg/camera/segmentation", "/vltseg/label_info", "/diagnostics"} <= pubs
+    assert subs == {"/camera/image_raw"}
