@@ -3,6 +3,7 @@ the RViz config against the node's topics, and `vltseg-ros run` with the same YA
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -127,3 +128,34 @@ def test_runner_with_the_same_yaml_gives_the_same_topics(ros_context, ros_domain
     pubs, subs = topics["run"]
     assert {"/vltseg/camera/segmentation", "/vltseg/label_info", "/diagnostics"} <= pubs
     assert subs == {"/camera/image_raw"}
+
+
+@pytest.mark.slow
+def test_live_demo_end_to_end(tmp_path, onnx) -> None:
+    """`vltseg-ros demo` with a small frame count: node (ros2 launch where installed), synthetic
+    camera at 1024x512, every domain scored, contact sheet and report, no process left."""
+    import psutil
+
+    from train_helpers import env as base_env
+
+    checkpoint = onnx.parent / "train" / "model_final.pt"
+    out = tmp_path / "live"
+    env = {**base_env(), "ROS_DOMAIN_ID": str(os.getpid() % 100 + 101), "AMENT_PREFIX_PATH": str(VENV)}
+    before = {p.pid for p in psutil.process_iter()}
+    cmd = [str(VENV / "bin" / "vltseg-ros"), "demo", "--checkpoint", str(checkpoint), "--seconds-per-domain", "4",
+           "--rate", "3", "--unique-frames", "2", "--out", str(out),
+           "--calibration", str(onnx.parent / "synth" / "leftImg8bit" / "val")]
+    import subprocess
+
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert [r["domain"] for r in report["domains"]] == ["clear", "fog", "rain", "snow", "night"]
+    for row in report["domains"]:
+        assert row["frames_out"] > 0 and row["mIoU"] is not None and row["latency_ms_p50"] > 0, row
+    assert (out / "contact_sheet.png").stat().st_size > 10_000 and "| night |" in run.stdout
+    assert ("ros2 launch" if _launch_tools() is None else "vltseg-ros run") in run.stdout
+    time.sleep(1)
+    left = [p for p in psutil.process_iter(["pid", "cmdline"]) if p.pid not in before
+            and any("vltseg" in c or "synthetic_camera" in c for c in (p.info["cmdline"] or []))]
+    assert not left, left

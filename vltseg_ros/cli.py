@@ -4,6 +4,7 @@
     vltseg-ros run [--params-file F] [--model M] [--camera-topic T] [--compressed] [--backend B]
                                          the perception node, configured and activated, in
                                          this process (no launch tools needed); Ctrl-C stops it
+    vltseg-ros demo                      the live pipeline on the embedded default
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+from vltseg_ros import demo
 
 
 def _require_ros() -> None:
@@ -95,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="show the middleware and the vltseg_ros messages").set_defaults(func=_info)
     _add_run(sub)
+    demo.add_parser(sub)
     argv = list(sys.argv[1:] if argv is None else argv)
     cut = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
     args = parser.parse_args(argv[:cut])

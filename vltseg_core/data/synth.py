@@ -98,6 +98,19 @@ def render_frame(frame: Frame, out: Path, size: tuple[int, int]) -> dict:
     return {"image": frame.image, "boxes": boxes.tolist(), "labels": labels.tolist()}
 
 
+def sequence_frame(domain: str, index: int, size: tuple[int, int] = (1024, 512),
+                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Frame `index` of a drive through `domain` ((W, H) `size`): (RGB uint8 [H, W, 3], train
+    ids uint8 [H, W], 255 = ignore). Deterministic in (domain, index, seed); the live demo's
+    camera and `vltseg-ros bag make` stream these."""
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown domain {domain!r}; one of {', '.join(DOMAINS)}")
+    stream = [seed, 100 + DOMAINS.index(domain), index]
+    scene = render_scene(np.random.default_rng(stream), size[0], size[1])
+    image = apply_domain(scene, domain, np.random.default_rng([*stream, 1]))
+    return image, cityscapes_lut()[scene.label]
+
+
 def _render_star(args: tuple[Frame, Path, tuple[int, int]]) -> dict:
     return render_frame(*args)
 
