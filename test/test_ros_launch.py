@@ -140,8 +140,9 @@ def test_live_demo_end_to_end(tmp_path, onnx) -> None:
 
     checkpoint = onnx.parent / "train" / "model_final.pt"
     out = tmp_path / "live"
-    env = {**base_env(), "ROS_DOMAIN_ID": str(os.getpid() % 100 + 101), "AMENT_PREFIX_PATH": str(VENV)}
-    before = {p.pid for p in psutil.process_iter()}
+    mark = f"vltseg-demo-test-{os.getpid()}-{time.monotonic_ns()}"  # inherited by every child process
+    env = {**base_env(), "ROS_DOMAIN_ID": str(os.getpid() % 100 + 101), "AMENT_PREFIX_PATH": str(VENV),
+           "VLTSEG_TEST_MARK": mark}
     cmd = [str(VENV / "bin" / "vltseg-ros"), "demo", "--checkpoint", str(checkpoint), "--seconds-per-domain", "4",
            "--rate", "3", "--unique-frames", "2", "--out", str(out),
            "--calibration", str(onnx.parent / "synth" / "leftImg8bit" / "val")]
@@ -156,6 +157,13 @@ def test_live_demo_end_to_end(tmp_path, onnx) -> None:
     assert (out / "contact_sheet.png").stat().st_size > 10_000 and "| night |" in run.stdout
     assert ("ros2 launch" if _launch_tools() is None else "vltseg-ros run") in run.stdout
     time.sleep(1)
-    left = [p for p in psutil.process_iter(["pid", "cmdline"]) if p.pid not in before
-            and any("vltseg" in c or "synthetic_camera" in c for c in (p.info["cmdline"] or []))]
-    assert not left, left
+    assert not [p for p in psutil.process_iter() if _environ(p).get("VLTSEG_TEST_MARK") == mark]
+
+
+def _environ(proc) -> dict[str, str]:
+    import psutil
+
+    try:
+        return proc.environ()
+    except (psutil.Error, OSError):
+        return {}

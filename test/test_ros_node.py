@@ -87,9 +87,9 @@ def test_every_encoding_at_camera_size(ros_context, ros_domain, tmp_path, models
 
 
 def test_reliable_and_best_effort_cameras(ros_context, ros_domain, tmp_path, models) -> None:
-    """A reliable default-config camera and a best-effort camera (large-frame profile): auto
-    QoS matches each; both masks reach a best-effort default-config subscriber; SIGTERM stops
-    the node within seconds."""
+    """A reliable default-config camera and a best-effort camera (large-frame profile), both
+    appearing after the node: auto QoS re-matches each; both masks reach a best-effort
+    default-config subscriber; SIGTERM stops the node within seconds."""
     import signal
 
     _, onnx = models
@@ -99,9 +99,12 @@ def test_reliable_and_best_effort_cameras(ros_context, ros_domain, tmp_path, mod
     with ros_session(ros_context, ros_domain, tmp_path) as (procs, listener):
         _image_sub(listener, "rel", "/vltseg/rel/segmentation")
         _image_sub(listener, "be", "/vltseg/be/segmentation")
+        node = procs.start(node_command(onnx, camera_topic=None, params_file=params), tmp_path / "node.log")
+        listener.wait_for(lambda: listener.status(": rel") is not None, 60, lambda: procs.log(node)[-2000:])
+        # cameras appear after the node subscribed (best effort while nobody publishes): auto
+        # re-matches the reliable one; 2048x1024 reliable frames need a reliable subscription
         procs.start(camera_command("rel/image_raw", reliability="reliable", rate=2), tmp_path / "rel.log")
         procs.start(camera_command("be/image_raw", rate=2), tmp_path / "be.log", LARGE)
-        node = procs.start(node_command(onnx, camera_topic=None, params_file=params), tmp_path / "node.log")
         def out(cam: str) -> int:
             return int((listener.status(f": {cam}") or {}).get("frames_out", 0))
 
@@ -110,6 +113,7 @@ def test_reliable_and_best_effort_cameras(ros_context, ros_domain, tmp_path, mod
         rel, be = listener.status(": rel"), listener.status(": be")
         seconds = procs.stop(node, signal.SIGTERM)
     assert rel["reliability"] == "reliable" and be["reliability"] == "best_effort"
+    assert "rel/image_raw: publisher offers reliable; resubscribing" in procs.log(node)
     assert node.returncode == 0 and seconds < 5
 
 
@@ -359,3 +363,33 @@ def test_fuzzed_frames_are_counted_and_the_node_keeps_serving(ros_context, ros_d
         assert node.poll() is None
     assert sent["n"] >= total and final == sent["n"], (final, sent["n"])
     assert listener.got("mask")[0].width == 640
+
+
+def test_detections_of_a_joint_model(ros_context, ros_domain, tmp_path) -> None:
+    """A seg + det model: Detection2DArray (the vltseg_ros mirror where vision_msgs is absent)
+    with the boxes, scores and class names Predictor gives, and the detections image."""
+    from ros_camera import message, scene
+
+    from export_helpers import CLASS_NAMES, tiny_export
+    from vltseg_core.runtime.predictor import Predictor
+    from vltseg_ros.image_codec import decode
+    from vltseg_ros.outputs import detection_types
+
+    model = tiny_export("vltseg_tiny_joint")
+    array_type = detection_types("auto")[0]
+    with ros_session(ros_context, ros_domain, tmp_path) as (procs, listener):
+        listener.subscribe("dets", array_type, "/vltseg/camera/detections", best_effort())
+        _image_sub(listener, "drawn", "/vltseg/camera/detections_image")
+        node = procs.start(node_command(model, params={"score_threshold": "0.1"}), tmp_path / "node.log")
+        procs.start(camera_command("cam/image_raw", width=1024, height=512, rate=2), tmp_path / "cam.log", LARGE)
+        listener.wait_for(lambda: listener.got("dets") and listener.got("drawn"), 90, lambda: procs.log(node)[-2000:])
+    dets, drawn = listener.got("dets")[0], listener.got("drawn")[0]
+    expected = Predictor(model, threads=1, score_threshold=0.1)(decode(message(scene(0, 1024, 512)[0], "rgb8")))
+    assert len(dets.detections) == len(expected.boxes) > 0
+    assert dets.header.frame_id == "rgb8" and (drawn.width, drawn.height, drawn.encoding) == (1024, 512, "rgb8")
+    for det, box, score, label in zip(dets.detections, expected.boxes, expected.scores, expected.labels):
+        x0, y0, x1, y1 = box
+        assert det.bbox.center.position.x == pytest.approx((x0 + x1) / 2, abs=1e-3)
+        assert det.bbox.size_y == pytest.approx(y1 - y0, abs=1e-3)
+        assert det.results[0].hypothesis.class_id == CLASS_NAMES[label]
+        assert det.results[0].hypothesis.score == pytest.approx(score, abs=1e-6)
