@@ -156,3 +156,15 @@ def test_decode_never_crashes(encoding, height, width, step, size, big) -> None:
     except FrameError:
         return
     assert out.shape == (msg.height, msg.width, 3) and out.dtype == np.uint8
+
+
+@pytest.mark.parametrize("encoding", sorted(codec.ENCODINGS))
+def test_own_conversion_equals_ros_cv_bridge(encoding: str) -> None:
+    """Where ROS cv_bridge exists (a ROS install), the fallback conversion must equal it."""
+    bridge = codec._ros_bridge()
+    if bridge is None:
+        pytest.skip("ROS cv_bridge is not importable here (PyPI's cv-bridge is a ROS 1 port); "
+                    "this comparison runs on a ROS install")
+    msg = codec.encode_image(_smooth(seed=3), encoding, pad=5, bigendian=True)
+    own = codec.convert(codec._layout(msg, codec.ENCODINGS[encoding]), codec.ENCODINGS[encoding])
+    np.testing.assert_array_equal(own, np.asarray(bridge.imgmsg_to_cv2(msg, "rgb8")))

@@ -99,8 +99,12 @@ def decode_image(msg: Any) -> np.ndarray:
         raise FrameError(f"{msg.encoding} needs an even width, got {msg.width}")
     pixels = _layout(msg, enc)
     bridge = _ros_bridge()
-    if bridge is not None:
-        return _via_cv_bridge(bridge, msg)
+    return _via_cv_bridge(bridge, msg) if bridge is not None else convert(pixels, enc)
+
+
+def convert(pixels: np.ndarray, enc: Encoding) -> np.ndarray:
+    """HxWxC native-order pixels of `enc` -> HxWx3 uint8 RGB, as cv_bridge's cvtColor: the colour
+    conversion first, then the 16 -> 8 bit change scaled by 255/65535."""
     image = pixels[..., 0] if enc.channels == 1 else pixels
     if enc.code is not None:
         image = cv2.cvtColor(image if enc.channels != 2 else np.ascontiguousarray(image), enc.code)
