@@ -168,6 +168,12 @@ class Bench:
         self.pubs[name].publish(msg)
         return now
 
+    def connect(self, name: str, topic: str) -> None:
+        """Camera `name` publishing to the node, `topic` received here, both matched."""
+        self.camera(name)
+        self.listen(topic)
+        self.wait_matched(name, topic)
+
     def wait_matched(self, name: str, topic: str, timeout: float = 60) -> None:
         ok = self.wait(lambda: self.pubs[name].get_subscription_count() > 0
                        and self.node.count_publishers(topic) > 0, timeout)
@@ -182,9 +188,7 @@ def bench_latency(bench: Bench, args: argparse.Namespace, frames: list[np.ndarra
     node = Node(node_cmd(args.model, args.threads, ["cam"]), out / "node_latency.log")
     try:
         topic = "/vltseg/cam/segmentation"
-        bench.camera("cam")
-        bench.listen(topic)
-        bench.wait_matched("cam", topic)
+        bench.connect("cam", topic)
         predictor = Predictor(args.model, threads=args.threads)
         msgs = [image_codec.encode_image(f, "rgb8") for f in frames]
         e2e, model = [], []
@@ -253,9 +257,7 @@ def bench_age(bench: Bench, args: argparse.Namespace, frames: list[np.ndarray], 
     ):
         node = Node(cmd, out / f"node_age_{label}.log")
         try:
-            bench.camera("cam")
-            bench.listen(topic)
-            bench.wait_matched("cam", topic)
+            bench.connect("cam", topic)
             before = len(bench.got(topic))
             sent = stream(bench, "cam", frames, args.rate, args.seconds)
             time.sleep(1.0)
@@ -303,9 +305,7 @@ def bench_rss(bench: Bench, args: argparse.Namespace, out: Path) -> dict:
     node = Node(node_cmd(args.model, args.threads, ["cam"]), out / "node_rss.log")
     try:
         topic = "/vltseg/cam/segmentation"
-        bench.camera("cam")
-        bench.listen(topic)
-        bench.wait_matched("cam", topic)
+        bench.connect("cam", topic)
         msgs = [image_codec.encode_image(f, "rgb8") for f in frames]
         samples, start_len = {}, len(bench.got(topic))
         for i in range(args.rss_frames):
