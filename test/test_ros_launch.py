@@ -167,3 +167,19 @@ def _environ(proc) -> dict[str, str]:
         return proc.environ()
     except (psutil.Error, OSError):
         return {}
+
+
+def test_ros2_finds_the_package_and_its_executable() -> None:
+    """The ament index entry and lib/vltseg_ros/perception_node, as `ros2 run` looks them up
+    (`ros2 pkg executables`; ros2run itself is not among the launch tools here)."""
+    import subprocess
+
+    if reason := _launch_tools():
+        pytest.skip(reason)
+    env = {**os.environ, "AMENT_PREFIX_PATH": str(VENV)}
+    run = subprocess.run([str(ROS2), "pkg", "executables", "vltseg_ros"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert run.stdout.split() == ["vltseg_ros", "perception_node"], run.stderr
+    prefix = subprocess.run([str(ROS2), "pkg", "prefix", "--share", "vltseg_ros"], env=env,
+                            capture_output=True, text=True, timeout=60).stdout.strip()
+    assert {p.name for p in Path(prefix).iterdir()} >= {"launch", "config", "rviz", "package.xml"}
