@@ -31,7 +31,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_help_lists_every_command() -> None:
     res = runner.invoke(app, ["--help"])
     assert res.exit_code == 0
-    for name in ("info", "train", "eval", "score", "predict", "data", "models", "demo"):
+    for name in ("info", "train", "eval", "score", "predict", "report", "data", "models", "demo"):
         assert name in res.output
     assert "synth" in runner.invoke(app, ["data", "--help"]).output
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from cityscapesscripts.helpers.labels import labels as cs_labels
 
 from vltseg_core.data import labels as L
@@ -45,3 +46,26 @@ def test_vistas_mapping_reaches_every_class():
     assert len(L.VISTAS_V12_NAMES) == 66 and len(set(L.VISTAS_V12_NAMES)) == 66
     assert set(lut[:66].tolist()) - {255} == set(range(19))
     assert (lut[:66] != 255).sum() == len(L.VISTAS_TO_CITYSCAPES)
+
+
+# The reference table by Vistas v1.2 index (HRDA's Mapillary converter, as shipped in
+# github.com/VLTSeg/VLTSeg tools/dataset_converters/mapillary.py and used by Rein).
+REFERENCE_VISTAS_TO_TRAIN_ID = {
+    13: 0, 24: 0, 41: 0, 2: 1, 15: 1, 17: 2, 6: 3, 3: 4, 45: 5, 47: 5, 48: 6, 50: 7, 30: 8,
+    29: 9, 27: 10, 19: 11, 20: 12, 21: 12, 22: 12, 55: 13, 61: 14, 54: 15, 58: 16, 57: 17,
+    52: 18,
+}
+
+
+@pytest.mark.parametrize("index", range(66))
+def test_vistas_mapping_equals_the_reference_entry_by_entry(index):
+    expected = REFERENCE_VISTAS_TO_TRAIN_ID.get(index, 255)
+    assert L.mapillary_lut()[index] == expected, L.VISTAS_V12_NAMES[index]
+
+
+def test_vistas_mapping_follows_a_config_order_by_name():
+    names = tuple(reversed(L.VISTAS_V12_NAMES))
+    lut = L.mapillary_lut(names)
+    for index, train_id in REFERENCE_VISTAS_TO_TRAIN_ID.items():
+        assert lut[65 - index] == train_id
+    assert (lut[:66] != 255).sum() == len(REFERENCE_VISTAS_TO_TRAIN_ID)

@@ -30,7 +30,7 @@ def info() -> None:
         typer.echo(f"{key:>14}: {value}")
 
 
-commands.register(app)  # train, eval, score, predict, models, data synth, demo
+commands.register(app)  # train, eval, score, predict, report, models, data synth, demo
 export_cli.register(app)  # export, bench
 
 

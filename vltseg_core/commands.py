@@ -126,6 +126,20 @@ def synth_cmd(
 
 
 @_user_errors
+def report_cmd(
+    runs: list[Path] = typer.Argument(..., help="run folders (config.yaml + eval/metrics.json)"),
+    out: Path = typer.Option(..., "--out", help="folder for report.md, results.json, plots"),
+) -> None:
+    """The paper's tables (and the freezing figure) from training runs: Markdown + PNG."""
+    from vltseg_core.evaluation.paper_tables import write_paper_report
+
+    written = write_paper_report(runs, out)
+    typer.echo(written["report"].read_text())
+    figures = "".join(f", {p.name}" for p in written["figures"])
+    typer.echo(f"wrote {written['report']}{figures} ({len(written['runs'])} runs)")
+
+
+@_user_errors
 def models_cmd(
     preset: Optional[list[str]] = typer.Option(None, "--preset", help="default: all presets"),
     height: Optional[int] = typer.Option(None, "--height"),
@@ -157,6 +171,7 @@ def register(app: typer.Typer) -> None:
     app.command("eval", context_settings={"ignore_unknown_options": True})(eval_cmd)
     app.command("score")(score_cmd)
     app.command("predict")(predict_cmd)
+    app.command("report")(report_cmd)
     app.command("models")(models_cmd)
     app.command("demo", context_settings={"ignore_unknown_options": True})(demo_cmd)
     data_app = typer.Typer(help="Datasets: the synthetic domain-shift benchmark.",

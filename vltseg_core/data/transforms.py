@@ -1,8 +1,9 @@
 """The paper's training augmentation (mmseg pipeline) with boxes kept consistent.
 
-Pipeline (VLTSeg, following Mask2Former/mmseg): RandomResize (ratio 0.5-2.0 of a base scale,
-keep ratio) -> RandomCrop (cat_max_ratio 0.75, up to 10 re-draws as mmseg does) -> RandomFlip
--> PhotoMetricDistortion -> pad to the crop size. No normalisation: the model does it.
+Pipeline (mmseg 1.x semantics, as the VLTSeg reproduction and Rein configure it): Resize /
+RandomResize -> RandomCrop (cat_max_ratio 0.75, up to 10 re-draws as mmseg does) ->
+RandomFlip -> PhotoMetricDistortion. No normalisation and no padding here: the trainer
+normalises the collated batch and sets padded pixels to the normalised mean.
 
 Every transform is ``(image uint8[H, W, 3], target dict of numpy, rng) -> (image, target)``
 and draws randomness only from the ``np.random.Generator`` it is given, so a sample depends
@@ -57,23 +58,47 @@ def _filter_boxes(target: Target, keep: np.ndarray) -> Target:
 
 @dataclass(frozen=True)
 class RandomResize:
-    """mmseg ``RandomResize(scale, ratio_range, keep_ratio=True)``: the image is fitted
-    inside ``(long, short) * ratio``; bilinear for the image, nearest for maps."""
+    """mmcv ``RandomResize(scale, ratio_range, keep_ratio)``: the scale times a ratio drawn from
+    ``ratio_range`` (each side truncated to int, as mmcv does), or ``scale`` itself when
+    ``ratio_range`` is None (mmcv ``Resize``). ``keep_ratio``: the image is fitted inside
+    ``(long, short)``; otherwise it becomes exactly ``scale`` = (w, h). Bilinear for the
+    image, nearest for maps."""
 
     scale: tuple[int, int] = (2048, 512)
-    ratio_range: tuple[float, float] = (0.5, 2.0)
+    ratio_range: tuple[float, float] | None = (0.5, 2.0)
+    keep_ratio: bool = True
 
     def __call__(self, image, target, rng):
-        ratio = rng.uniform(*self.ratio_range)
-        return resize_keep_ratio(image, target, (self.scale[0] * ratio, self.scale[1] * ratio))
+        scale = self.scale
+        if self.ratio_range is not None:
+            ratio = rng.uniform(*self.ratio_range)
+            scale = (int(scale[0] * ratio), int(scale[1] * ratio))
+        if self.keep_ratio:
+            return resize_keep_ratio(image, target, scale)
+        return resize_to(image, target, (int(scale[1]), int(scale[0])))
+
+
+def rescale_size(hw: tuple[int, int], scale: tuple[float, float]) -> tuple[int, int]:
+    """mmcv ``rescale_size``: (h, w) fitted inside (long, short) keeping the aspect, i.e.
+    factor = min(long/long_edge, short/short_edge), sides rounded half up."""
+    h, w = hw
+    f = min(max(scale) / max(h, w), min(scale) / min(h, w))
+    return int(h * f + 0.5), int(w * f + 0.5)
 
 
 def resize_keep_ratio(image: np.ndarray, target: Target, scale: tuple[float, float]
                       ) -> tuple[np.ndarray, Target]:
-    """mmcv ``rescale_size``: factor = min(long/long_edge, short/short_edge), rounded size."""
+    """Resize so the image fits inside ``scale`` = (long, short) (:func:`rescale_size`)."""
+    return resize_to(image, target, rescale_size(image.shape[:2], scale))
+
+
+def resize_to(image: np.ndarray, target: Target, size: tuple[int, int]
+              ) -> tuple[np.ndarray, Target]:
+    """Resize to ``size`` = (h, w): image bilinear, maps nearest, boxes scaled."""
     h, w = image.shape[:2]
-    f = min(max(scale) / max(h, w), min(scale) / min(h, w))
-    nw, nh = int(w * f + 0.5), int(h * f + 0.5)
+    nh, nw = size
+    if (nh, nw) == (h, w):
+        return image, target
     image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
     target = dict(target)
     for k in _maps(target):
@@ -145,8 +170,11 @@ class RandomFlip:
 
 @dataclass(frozen=True)
 class PhotoMetricDistortion:
-    """mmseg ``PhotoMetricDistortion``: each step applied with probability 1/2; contrast
-    before or after the HSV steps (random mode). Works on RGB uint8 (HSV via OpenCV)."""
+    """mmseg ``PhotoMetricDistortion`` step for step: brightness, contrast (first or last,
+    random mode), saturation, hue, each applied with probability 1/2 and each ending in
+    uint8 (values clipped, then truncated, as mmseg's ``convert``); saturation and hue are
+    separate HSV round trips; the hue shift is drawn from [-18, 17] (numpy ``randint``'s
+    open end). RGB in, RGB out: OpenCV's RGB<->HSV equals mmcv's BGR<->HSV on BGR data."""
 
     brightness_delta: int = 32
     contrast_range: tuple[float, float] = (0.5, 1.5)
@@ -154,41 +182,34 @@ class PhotoMetricDistortion:
     hue_delta: int = 18
 
     def __call__(self, image, target, rng):
-        img = image.astype(np.float32)
-        if rng.integers(2):
-            img = img + rng.uniform(-self.brightness_delta, self.brightness_delta)
-        img = np.clip(img, 0, 255)
+        img = image
+        if rng.integers(2):  # brightness
+            img = _convert(img, beta=rng.uniform(-self.brightness_delta, self.brightness_delta))
         mode = rng.integers(2)
-        if mode == 1 and rng.integers(2):
-            img = np.clip(img * rng.uniform(*self.contrast_range), 0, 255)
-        do_sat, do_hue = rng.integers(2), rng.integers(2)
-        sat = rng.uniform(*self.saturation_range) if do_sat else 1.0
-        hue = int(rng.integers(-self.hue_delta, self.hue_delta + 1)) if do_hue else 0
-        if do_sat or do_hue:
-            hsv = cv2.cvtColor(img.astype(np.uint8), cv2.COLOR_RGB2HSV).astype(np.int32)
-            hsv[..., 1] = np.clip(hsv[..., 1] * sat, 0, 255)
-            hsv[..., 0] = (hsv[..., 0] + hue) % 180
-            img = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32)
-        if mode == 0 and rng.integers(2):
-            img = np.clip(img * rng.uniform(*self.contrast_range), 0, 255)
-        return img.astype(np.uint8), target
+        if mode == 1:
+            img = self._contrast(img, rng)
+        if rng.integers(2):  # saturation
+            hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
+            hsv[..., 1] = _convert(hsv[..., 1], alpha=rng.uniform(*self.saturation_range))
+            img = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+        if rng.integers(2):  # hue
+            hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
+            shift = int(rng.integers(-self.hue_delta, self.hue_delta))
+            hsv[..., 0] = (hsv[..., 0].astype(np.int32) + shift) % 180
+            img = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+        if mode == 0:
+            img = self._contrast(img, rng)
+        return img, target
+
+    def _contrast(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if rng.integers(2):
+            return _convert(img, alpha=rng.uniform(*self.contrast_range))
+        return img
 
 
-@dataclass(frozen=True)
-class PadTo:
-    """Pad bottom/right to at least ``size`` (h, w): image 0, sem_seg ignore, other maps 0."""
-
-    size: tuple[int, int]
-
-    def __call__(self, image, target, rng=None):
-        h, w = image.shape[:2]
-        ph, pw = max(self.size[0] - h, 0), max(self.size[1] - w, 0)
-        if ph == 0 and pw == 0:
-            return image, target
-        target = dict(target)
-        for k in _maps(target):
-            target[k] = np.pad(target[k], ((0, ph), (0, pw)), constant_values=_pad_value(k))
-        return np.pad(image, ((0, ph), (0, pw), (0, 0))), target
+def _convert(img: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
+    """``uint8(clip(img * alpha + beta, 0, 255))`` with float32 arithmetic (mmseg)."""
+    return np.clip(img.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
 
 
 def target_to_numpy(target: dict[str, Any]) -> Target:
@@ -237,30 +258,35 @@ class Compose:
 def train_transforms(
     crop_size: tuple[int, int] = (512, 512),
     scale: tuple[int, int] = (2048, 512),
-    ratio_range: tuple[float, float] = (0.5, 2.0),
+    ratio_range: tuple[float, float] | None = (0.5, 2.0),
     cat_max_ratio: float = 0.75,
     flip_prob: float = 0.5,
     photometric: bool = True,
+    keep_ratio: bool = True,
 ) -> Compose:
-    """The paper's pipeline; ``scale`` is mmseg's (long, short) base scale, crop is (h, w).
+    """mmseg's pipeline ``RandomResize -> RandomCrop -> RandomFlip -> PhotoMetricDistortion``;
+    crop is (h, w), ``scale`` as in :class:`RandomResize`. Nothing is padded here: crops
+    smaller than ``crop_size`` are padded by :func:`collate`, after which the trainer fills
+    the padding with the normalised mean (mmseg pads after normalisation, with 0).
 
-    Paper presets: synthetic sources 512x512 crops of (2048, 512)-scaled images; Cityscapes
-    1024x1024 crops of (2048, 1024).
+    Paper configs (VLTSeg reproduction / Rein): GTA5 and SYNTHIA ``Resize((1280, 720))``
+    (exact size) then 512x512 crops; Cityscapes ``Resize((2048, 1024))`` then 1024x1024 crops.
     """
-    steps: list[Transform] = [RandomResize(scale, ratio_range),
+    steps: list[Transform] = [RandomResize(scale, ratio_range, keep_ratio),
                               RandomCrop(crop_size, cat_max_ratio), RandomFlip(flip_prob)]
     if photometric:
         steps.append(PhotoMetricDistortion())
-    steps.append(PadTo(crop_size))
     return Compose(steps)
 
 
-def collate(batch: Sequence[tuple[np.ndarray, dict, dict]]
+def collate(batch: Sequence[tuple[np.ndarray, dict, dict]], pad_to: tuple[int, int] = (0, 0)
             ) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]], list[dict]]:
-    """Stack to ``uint8[B, 3, H, W]`` padding bottom/right to the largest sample
-    (image 0, sem_seg ignore); targets and metas stay per-image lists."""
-    hmax = max(b[0].shape[0] for b in batch)
-    wmax = max(b[0].shape[1] for b in batch)
+    """Stack to ``uint8[B, 3, H, W]`` padding bottom/right to the largest sample and at least
+    ``pad_to`` (h, w) (image 0, sem_seg ignore, other maps 0); targets and metas stay
+    per-image lists, each meta with ``img_shape`` = the unpadded (h, w), so the trainer can
+    set the padding to the normalised mean (:func:`vltseg_core.train.loader.normalise_batch`)."""
+    hmax = max([b[0].shape[0] for b in batch] + [pad_to[0]])
+    wmax = max([b[0].shape[1] for b in batch] + [pad_to[1]])
     images = torch.zeros((len(batch), 3, hmax, wmax), dtype=torch.uint8)
     targets, metas = [], []
     for i, (img, tgt, meta) in enumerate(batch):

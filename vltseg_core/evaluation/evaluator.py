@@ -114,22 +114,37 @@ def evaluate_targets(model: nn.Module, cfg: Any, out_dir: Path | None = None,
     cap = cfg.eval.max_images if quick else 0
     results: dict[str, dict] = {}
     for target in cfg.eval.targets:
-        dataset = build_dataset(target)
-        tspec = replace(spec, short_side=target.short_side) if target.short_side else spec
+        dataset = build_dataset(target, boxes=detection)
+        tspec = target_spec(spec, target)
         ev = evaluate_dataset(model, dataset, tspec, cfg.model.num_classes, cap, detection,
                               cfg.eval.num_workers)
         results[target.title] = summarize(ev, cfg.eval.classes)
     if out_dir is not None and get_info()[0] == 0:
-        write_reports({row or cfg.name: results}, out_dir)
+        write_reports({row or cfg.name: results}, out_dir, averaged_targets(cfg))
     return results
+
+
+def target_spec(spec: InferenceSpec, target: Any) -> InferenceSpec:
+    """The inference settings for one target: its own ``scale`` / ``short_side`` if set."""
+    if getattr(target, "scale", None) is not None:
+        return replace(spec, scale=tuple(target.scale), short_side=None)
+    if target.short_side:
+        return replace(spec, short_side=target.short_side, scale=None)
+    return spec
+
+
+def averaged_targets(cfg: Any) -> list[str]:
+    """Target labels the tables' Avg. runs over (pooled columns like ACDC 'all' excluded)."""
+    return [t.title for t in cfg.eval.targets if getattr(t, "in_average", True)]
 
 
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
-def table_markdown(table: Table) -> str:
-    """Paper-style tables (rows = checkpoints, columns = targets + average): mIoU, then AP50."""
+def table_markdown(table: Table, average_over: Sequence[str] | None = None) -> str:
+    """Paper-style tables (rows = checkpoints, columns = targets + average over
+    ``average_over``, default all): mIoU, then AP50."""
     from vltseg_core.evaluation.report import multi_target_table
 
     parts = []
@@ -139,11 +154,12 @@ def table_markdown(table: Table) -> str:
             if key == "AP50":  # AP is already in percent; the table helper expects fractions
                 rows = {r: {t: None if v is None else v / 100 for t, v in row.items()}
                         for r, row in rows.items()}
-            parts.append(f"### {title}\n\n{multi_target_table(rows)}")
+            parts.append(f"### {title}\n\n{multi_target_table(rows, average_over=average_over)}")
     return "\n".join(parts)
 
 
-def write_reports(table: Table, out_dir: Path) -> dict[str, Path]:
+def write_reports(table: Table, out_dir: Path, average_over: Sequence[str] | None = None
+                  ) -> dict[str, Path]:
     """``metrics.json`` (all numbers and matrices), ``table.md``, and per row/target
     ``metrics.{json,md}``, ``per_class_iou.png``, ``confusion_matrix.png``."""
     from vltseg_core.data.labels import class_names, palette
@@ -159,7 +175,7 @@ def write_reports(table: Table, out_dir: Path) -> dict[str, Path]:
                              f"{row} on {target}", {"images": res["images"]},
                              colors=palette()[: len(names)])
     md = out_dir / "table.md"
-    md.write_text(table_markdown(table))
+    md.write_text(table_markdown(table, average_over))
     return {"metrics": write_json(out_dir / "metrics.json", table), "table": md}
 
 
@@ -193,8 +209,8 @@ def run_eval(cfg: Any, checkpoints: Sequence[Path], out_dir: Path | None = None)
             model = load_for_eval(path, info.device)
             table[checkpoint_row(path)] = evaluate_targets(model, cfg)
         if info.is_main:
-            paths = write_reports(table, out_dir)
-            print(table_markdown(table))
+            paths = write_reports(table, out_dir, averaged_targets(cfg))
+            print(table_markdown(table, averaged_targets(cfg)))
             print(f"reports: {out_dir} (table: {paths['table']})")
     finally:
         cleanup()

@@ -24,12 +24,14 @@ class InferenceSpec:
     resize: tuple[int, int] | None = None  # (H, W) the network sees; None = native
     flip: bool = False
     short_side: int | None = None  # alternatively: keep aspect, scale the short side to this
+    scale: tuple[int, int] | None = None  # or keep aspect, fit in (long, short) (mmseg Resize)
     size_divisor: int = 32  # inputs are zero-padded (in normalised space) to a multiple
 
     @classmethod
     def from_config(cls, cfg: Any) -> "InferenceSpec":
         return cls(cfg.mode, tuple(cfg.crop_size), tuple(cfg.stride),
-                   None if cfg.resize is None else tuple(cfg.resize), cfg.flip)
+                   None if cfg.resize is None else tuple(cfg.resize), cfg.flip,
+                   scale=None if getattr(cfg, "scale", None) is None else tuple(cfg.scale))
 
 
 def _pad_to(x: Tensor, h: int, w: int) -> Tensor:
@@ -83,6 +85,10 @@ def network_size(hw: tuple[int, int], spec: InferenceSpec) -> tuple[int, int]:
     """The (H, W) an image of size ``hw`` is run at."""
     if spec.resize is not None:
         return (int(spec.resize[0]), int(spec.resize[1]))
+    if spec.scale is not None:
+        from vltseg_core.data.transforms import rescale_size
+
+        return rescale_size((int(hw[0]), int(hw[1])), spec.scale)
     if spec.short_side is not None:
         f = spec.short_side / min(hw)
         return (int(hw[0] * f + 0.5), int(hw[1] * f + 0.5))

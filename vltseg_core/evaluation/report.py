@@ -55,26 +55,36 @@ def markdown_report(metrics: Mapping[str, Any], title: str = "Segmentation resul
 
 
 def multi_target_table(results: Mapping[str, Mapping[str, float | None]],
-                       domains: Sequence[str] | None = None, digits: int = 1) -> str:
+                       domains: Sequence[str] | None = None, digits: int = 1,
+                       average_over: Sequence[str] | None = None) -> str:
     """Paper-style table: rows = checkpoints, columns = target domains + average (mIoU %).
 
-    ``results[row][domain]`` is a fraction. The average is over all listed domains and is
-    left empty for a row that misses any of them, so averages stay comparable across rows.
+    ``results[row][domain]`` is a fraction. The average is over ``average_over`` (default:
+    all listed domains; a pooled column such as ACDC's 'all' is left out of it, and a note
+    under the table says so) and is left empty for a row that misses any of them, so
+    averages stay comparable across rows.
     """
     domains = list(domains) if domains is not None else list(
         dict.fromkeys(d for row in results.values() for d in row))
+    averaged = [d for d in domains if average_over is None or d in average_over]
     head = "| model | " + " | ".join(domains) + " | Avg. |"
     lines = [head, "|---|" + "---:|" * (len(domains) + 1)]
     for name, row in results.items():
-        vals = [row.get(d) for d in domains]
-        ok = [v for v in vals if v is not None and math.isfinite(v)]
-        avg = sum(ok) / len(ok) if ok and len(ok) == len(vals) else None
-        cells = [pct(v, digits) for v in vals] + [pct(avg, digits)]
+        avg = mean_or_none([row.get(d) for d in averaged])
+        cells = [pct(row.get(d), digits) for d in domains] + [pct(avg, digits)]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if len(averaged) < len(domains):
+        lines += ["", f"Avg. over {', '.join(averaged)}."]
     return "\n".join(lines) + "\n"
 
 
-def _figure(width: float, height: float):
+def mean_or_none(values: Sequence[float | None]) -> float | None:
+    """Mean of ``values``, or None when any is missing/non-finite (or there are none)."""
+    ok = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(ok) / len(ok) if ok and len(ok) == len(values) else None
+
+
+def new_figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -88,7 +98,7 @@ def plot_per_class_iou(iou: Mapping[str, float | None], path: str | Path,
     """Horizontal bars of IoU (%) per class; undefined classes are shown empty."""
     names = list(iou)
     vals = [0.0 if iou[n] is None or not math.isfinite(iou[n]) else 100 * iou[n] for n in names]
-    fig = _figure(7, 0.3 * len(names) + 1.2)
+    fig = new_figure(7, 0.3 * len(names) + 1.2)
     ax = fig.add_subplot(111)
     col = None if colors is None else [tuple(np.asarray(c) / 255.0) for c in colors[: len(names)]]
     ax.barh(range(len(names)), vals, color=col, edgecolor="black", linewidth=0.4)
@@ -111,7 +121,7 @@ def plot_confusion(matrix: np.ndarray, names: Sequence[str], path: str | Path,
     labels = list(names) + (["void"] if m.shape[1] == m.shape[0] + 1 else [])
     rows = m.sum(1, keepdims=True)
     norm = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
-    fig = _figure(0.35 * len(labels) + 2.5, 0.35 * len(names) + 2)
+    fig = new_figure(0.35 * len(labels) + 2.5, 0.35 * len(names) + 2)
     ax = fig.add_subplot(111)
     im = ax.imshow(norm, cmap="viridis", vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)

@@ -21,7 +21,8 @@ from vltseg_core.files import atomic_torch_save
 
 from .criterion import SetCriterion
 from .detection import PyramidDetector
-from .encoder import ViTEncoder, create_trunk, load_weights_file, trunk_spec
+from .encoder import (FAMILY_NORMALIZATION, FAMILY_PRETRAINING, NORMALIZATIONS, ViTEncoder,
+                      create_trunk, load_weights_file, trunk_spec)
 from .matcher import HungarianMatcher
 from .pixel_decoder import MSDeformablePixelDecoder
 from .pyramid import SimpleFeaturePyramid
@@ -33,7 +34,7 @@ from .transformer_decoder import MaskedAttentionDecoder
 class Preset:
     """Everything that defines a model. Any field can be overridden in :func:`build_model`."""
 
-    encoder: str  # open_clip tower name, e.g. "EVA02-L-14"
+    encoder: str  # open_clip tower name, e.g. "EVA02-L-14", or a baseline's, e.g. "DINOv2-B-14"
     out_indices: tuple[int, ...]
     seg: bool = True
     det: bool = False
@@ -43,6 +44,10 @@ class Preset:
     num_heads: int | None = None
     drop_path_rate: float = 0.1
     freeze_blocks: int = 0
+    frozen_encoder: bool = False  # every encoder weight fixed and the trunk in eval mode
+    # input normalisation: "pretraining" (the encoder's own: CLIP's for CLIP / EVA-02, 0.5/0.5
+    # for ImageNet-21k ViTs, ImageNet's for DINOv2) or a name in encoder.NORMALIZATIONS
+    normalization: str = "pretraining"
     grad_checkpointing: bool = False
     pretrained: str | None = None  # open_clip weight file loaded into the encoder
     input_size: tuple[int, int] = (512, 1024)
@@ -84,10 +89,15 @@ _TINY = dict(embed_dim=64, depth=4, num_heads=2, out_indices=(0, 1, 2, 3), drop_
              anchor_sizes=(8, 16, 32, 64, 128), box_convs=1, box_fc=64, rpn_pre_nms=(200, 100),
              rpn_post_nms=(100, 50), rpn_batch=64, roi_batch=64)
 
+_L16 = dict(_L14)  # 24 blocks: the same output blocks whatever the patch
 _clip_b16 = Preset(encoder="ViT-B-16", quick_gelu=True, **_B16)
 _clip_l14 = Preset(encoder="ViT-L-14", quick_gelu=True, **_L14)
 _eva_b16 = Preset(encoder="EVA02-B-16", **_B16)
 _eva_l14 = Preset(encoder="EVA02-L-14", **_L14)
+_in21k_b16 = Preset(encoder="ViT-B-16-IN21k", **_B16)
+_in21k_l16 = Preset(encoder="ViT-L-16-IN21k", **_L16)
+_dinov2_b14 = Preset(encoder="DINOv2-B-14", **_B16)
+_dinov2_l14 = Preset(encoder="DINOv2-L-14", **_L14)
 _tiny = Preset(encoder="ViT-B-16", **_TINY)
 _det, _joint = dict(seg=False, det=True), dict(seg=True, det=True)
 
@@ -99,6 +109,11 @@ PRESETS: dict[str, Preset] = {
     "vltseg_clip_b16_m2f": _clip_b16,
     "vltseg_clip_l14_m2f": _clip_l14,
     "vltseg_clip_l14_336_m2f": replace(_clip_l14, encoder="ViT-L-14-336"),
+    # vision-only baselines (same pyramid and heads)
+    "vltseg_in21k_b16_m2f": _in21k_b16,
+    "vltseg_in21k_l16_m2f": _in21k_l16,
+    "vltseg_dinov2_b14_m2f": _dinov2_b14,
+    "vltseg_dinov2_l14_m2f": _dinov2_l14,
     # detection and joint (one encoder, both heads)
     "vltseg_eva02_l14_det": replace(_eva_l14, **_det),
     "vltseg_eva02_b16_det": replace(_eva_b16, **_det),
@@ -109,6 +124,8 @@ PRESETS: dict[str, Preset] = {
     "vltseg_tiny_m2f": _tiny,
     "vltseg_tiny_eva02_m2f": replace(_tiny, encoder="EVA02-B-16"),
     "vltseg_tiny_eva02_p14_m2f": replace(_tiny, encoder="EVA02-L-14"),
+    "vltseg_tiny_in21k_m2f": replace(_tiny, encoder="ViT-B-16-IN21k"),
+    "vltseg_tiny_dinov2_m2f": replace(_tiny, encoder="DINOv2-B-14"),
     "vltseg_tiny_det": replace(_tiny, **_det),
     "vltseg_tiny_joint": replace(_tiny, **_joint),
 }
@@ -139,6 +156,8 @@ def build_from_preset(cfg: Preset, num_classes: int) -> VLTSeg:
     if cfg.grad_checkpointing:
         trunk.set_grad_checkpointing(True)
     encoder = ViTEncoder(trunk, cfg.out_indices, trunk_spec(cfg.encoder).family, cfg.freeze_blocks)
+    if cfg.frozen_encoder:
+        encoder.freeze_all()
     if cfg.pretrained:
         encoder.load_open_clip(cfg.pretrained)
     pyramid = SimpleFeaturePyramid(encoder.embed_dim, cfg.pyramid_dim, num_inputs=len(cfg.out_indices))
@@ -157,7 +176,30 @@ def build_from_preset(cfg: Preset, num_classes: int) -> VLTSeg:
         det_head = PyramidDetector(num_classes, cfg.pyramid_dim, cfg.anchor_sizes, cfg.box_convs, cfg.box_fc,
                                    cfg.rpn_pre_nms, cfg.rpn_post_nms, cfg.rpn_batch, cfg.roi_batch,
                                    detections_per_img=cfg.detections_per_img)
-    return VLTSeg(encoder, pyramid, seg_head, det_head, num_classes=num_classes, input_size=cfg.input_size)
+    mean, std = normalization(cfg)
+    return VLTSeg(encoder, pyramid, seg_head, det_head, num_classes=num_classes, input_size=cfg.input_size,
+                  pixel_mean=mean, pixel_std=std)
+
+
+def normalization(cfg: Preset) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """``(mean, std)`` on the 0..255 scale for ``cfg.normalization`` (see :class:`Preset`)."""
+    name = cfg.normalization
+    if name == "pretraining":
+        name = FAMILY_NORMALIZATION[trunk_spec(cfg.encoder).family]
+    if name not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalization {name!r}; known: pretraining, {', '.join(NORMALIZATIONS)}")
+    return NORMALIZATIONS[name]
+
+
+def encoder_label(preset: str, **overrides: Any) -> tuple[str, str]:
+    """``(pre-training, architecture)`` of a preset for tables, e.g. ``("DINOv2", "ViT-B/14")``;
+    presets with their own width (tiny ones) read ``"ViT-tiny/16"``."""
+    cfg = get_preset(preset, **{k: v for k, v in overrides.items() if k != "pretrained"})
+    spec = trunk_spec(cfg.encoder)
+    size = {768: "B", 1024: "L"}.get(spec.embed_dim, "?")
+    if cfg.embed_dim is not None and cfg.embed_dim != spec.embed_dim:
+        size = "tiny"
+    return FAMILY_PRETRAINING[spec.family], f"ViT-{size}/{spec.patch_size}"
 
 
 def build_model(preset: str | Preset, num_classes: int, checkpoint: str | os.PathLike | None = None,
@@ -308,6 +350,6 @@ def print_model_table(presets: Iterable[str] | None = None, size: tuple[int, int
     return rows
 
 
-__all__ = ["PRESETS", "Preset", "build_model", "build_from_preset", "get_preset", "list_presets",
+__all__ = ["PRESETS", "Preset", "build_model", "build_from_preset", "encoder_label", "get_preset", "list_presets",
            "checkpoint_payload", "load_checkpoint", "save_checkpoint", "param_groups", "count_flops",
            "model_summary", "print_model_table"]

@@ -1,9 +1,13 @@
-"""CLIP / EVA-02-CLIP ViT encoders that accept any input size.
+"""CLIP / EVA-02-CLIP ViT encoders (and the vision-only baselines) that accept any input size.
 
 open_clip's own visual towers only run at their training resolution, so the trunks are
 built with timm (``dynamic_img_size=True``: position embeddings, and the rotary embeddings
 of EVA-02, are interpolated to the input grid) and loaded from open_clip checkpoints via the
 pure key conversion :func:`convert_open_clip_state_dict`.
+
+The paper's vision-only baselines (ImageNet-21k ViT-B/16 and L/16, DINOv2 ViT-B/14 and L/14)
+are the same timm trunk classes loaded from timm / original DINOv2 state dicts
+(:mod:`.vision_weights`), behind the same :class:`ViTEncoder`.
 
 The encoder returns the patch tokens of selected blocks as 2-D maps (ViT-Adapter / BEiT /
 VLTSeg style multi-level outputs, e.g. blocks [3, 5, 7, 11] for B/16), which the simple
@@ -26,10 +30,13 @@ from timm.layers import resample_abs_pos_embed
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from .vision_weights import convert_vision_state_dict, is_dinov2, is_plain_vit
+
 log = logging.getLogger(__name__)
 
-# "clip": OpenAI-CLIP layout (open_clip VisionTransformer); "eva02": timm Eva (open_clip TimmModel)
-Family = Literal["clip", "eva02"]
+# "clip": OpenAI-CLIP layout (open_clip VisionTransformer); "eva02": timm Eva (open_clip TimmModel);
+# "vit": timm ImageNet ViT; "dinov2": DINOv2 (timm / original layout, with layer scales)
+Family = Literal["clip", "eva02", "vit", "dinov2"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,28 @@ OPEN_CLIP_TRUNKS: dict[str, TrunkSpec] = {
     "EVA02-L-14": TrunkSpec("eva02_large_patch14_clip_224", "eva02", 14, 1024, 24, 16, 224),
     "EVA02-L-14-336": TrunkSpec("eva02_large_patch14_clip_336", "eva02", 14, 1024, 24, 16, 336),
 }
+
+# The vision-only baselines (timm names; weights: timm's augreg_in21k / DINOv2's lvd142m).
+VISION_TRUNKS: dict[str, TrunkSpec] = {
+    "ViT-B-16-IN21k": TrunkSpec("vit_base_patch16_224", "vit", 16, 768, 12, 12, 224),
+    "ViT-L-16-IN21k": TrunkSpec("vit_large_patch16_224", "vit", 16, 1024, 24, 16, 224),
+    "DINOv2-B-14": TrunkSpec("vit_base_patch14_dinov2", "dinov2", 14, 768, 12, 12, 518),
+    "DINOv2-L-14": TrunkSpec("vit_large_patch14_dinov2", "dinov2", 14, 1024, 24, 16, 518),
+}
+TRUNKS: dict[str, TrunkSpec] = {**OPEN_CLIP_TRUNKS, **VISION_TRUNKS}
+
+# Pre-training of each family and the input normalisation it was trained with (0..255 RGB):
+# OpenAI CLIP's mean/std (EVA-02-CLIP uses them too), Inception's 0.5/0.5 (timm augreg
+# ViTs), ImageNet's (DINOv2; also what the mmseg reproduction configs use for every encoder).
+NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "clip": ((122.7709383, 116.7460125, 104.09373615), (68.5005327, 66.6321579, 70.32316305)),
+    "imagenet": ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
+    "inception": ((127.5, 127.5, 127.5), (127.5, 127.5, 127.5)),
+}
+FAMILY_NORMALIZATION: dict[str, str] = {"clip": "clip", "eva02": "clip", "vit": "inception",
+                                        "dinov2": "imagenet"}
+FAMILY_PRETRAINING: dict[str, str] = {"clip": "CLIP", "eva02": "EVA-02-CLIP",
+                                      "vit": "ImageNet-21k", "dinov2": "DINOv2"}
 
 # OpenAI-CLIP (open_clip VisionTransformer) key fragments -> timm VisionTransformer.
 _CLIP_RENAMES: tuple[tuple[str, str], ...] = (
@@ -115,11 +144,12 @@ def create_trunk(
 
 
 def trunk_spec(clip_name: str) -> TrunkSpec:
-    """The :class:`TrunkSpec` of an open_clip name (``-quickgelu`` suffix accepted)."""
+    """The :class:`TrunkSpec` of an open_clip name (``-quickgelu`` suffix accepted) or of a
+    vision-only baseline (:data:`VISION_TRUNKS`)."""
     name = clip_name.removesuffix("-quickgelu")
-    if name not in OPEN_CLIP_TRUNKS:
-        raise ValueError(f"unknown encoder {clip_name!r}; known: {sorted(OPEN_CLIP_TRUNKS)}")
-    return OPEN_CLIP_TRUNKS[name]
+    if name not in TRUNKS:
+        raise ValueError(f"unknown encoder {clip_name!r}; known: {sorted(TRUNKS)}")
+    return TRUNKS[name]
 
 
 # ----------------------------------------------------------------------------- weights
@@ -164,7 +194,9 @@ def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, Tensor]
 
 
 def detect_family(state_dict: Mapping[str, Tensor]) -> Family:
-    """``"clip"`` for the OpenAI-CLIP layout, ``"eva02"`` for timm-Eva layouts.
+    """``"clip"`` for the OpenAI-CLIP layout (or timm's with CLIP's pre-norm), ``"eva02"``
+    for timm-Eva layouts, ``"dinov2"`` for DINOv2 (layer scales / mask token), ``"vit"``
+    for a plain timm ImageNet ViT.
 
     Raises ValueError when the dict holds no recognisable visual tower.
     """
@@ -173,9 +205,14 @@ def detect_family(state_dict: Mapping[str, Tensor]) -> Family:
         return "clip"
     if any(k.endswith(("blocks.0.attn.q_proj.weight", "blocks.0.mlp.fc1_g.weight")) for k in keys):
         return "eva02"
+    if is_dinov2(keys):
+        return "dinov2"
+    if is_plain_vit(keys):
+        return "vit"
     if any(k.endswith("blocks.0.attn.qkv.weight") for k in keys):
-        return "clip"  # already in timm VisionTransformer layout
-    raise ValueError("no CLIP / EVA-02 visual tower found in the state dict")
+        return "clip"  # already in timm VisionTransformer layout, with CLIP's pre-norm
+    raise ValueError("no CLIP / EVA-02 visual tower (nor an ImageNet ViT / DINOv2 one) found "
+                     "in the state dict")
 
 
 def _strip_prefix(state_dict: Mapping[str, Tensor], prefixes: Sequence[str]) -> dict[str, Tensor]:
@@ -233,7 +270,7 @@ def load_trunk_weights(
     strict: bool = True,
     source: str = "checkpoint",
 ) -> LoadReport:
-    """Load an open_clip (or already converted) state dict into ``trunk``.
+    """Load an open_clip, timm-ViT or DINOv2 (or already converted) state dict into ``trunk``.
 
     Raises a one-line ValueError when the file holds another architecture (family, width,
     depth or patch size), or when keys are missing and ``strict``.
@@ -242,7 +279,10 @@ def load_trunk_weights(
     if family != expected_family:
         raise ValueError(f"{source}: holds a {_FAMILY_NAMES[family]} tower, but the encoder is "
                          f"{_FAMILY_NAMES[expected_family]} (wrong architecture)")
-    sd = convert_open_clip_state_dict(state_dict)
+    if family in ("vit", "dinov2"):
+        sd = convert_vision_state_dict(state_dict)
+    else:
+        sd = convert_open_clip_state_dict(state_dict)
     own = trunk.state_dict()
     report = LoadReport()
     kept_blocks = len(trunk.blocks)
@@ -266,7 +306,8 @@ def load_trunk_weights(
     return report
 
 
-_FAMILY_NAMES = {"clip": "OpenAI-CLIP ViT (ViT-*)", "eva02": "EVA-02-CLIP (EVA02-*)"}
+_FAMILY_NAMES = {"clip": "OpenAI-CLIP ViT (ViT-*)", "eva02": "EVA-02-CLIP (EVA02-*)",
+                 "vit": "ImageNet ViT (ViT-*-IN21k)", "dinov2": "DINOv2 ViT (DINOv2-*)"}
 
 
 def _resample_pos_embed(value: Tensor, target: Tensor, trunk: nn.Module) -> Tensor:
@@ -288,7 +329,7 @@ class ViTEncoder(nn.Module):
             (see :func:`create_trunk`). Blocks after the last output index, the final norm
             and the head are pruned.
         out_indices: strictly increasing block indices whose outputs are returned.
-        family: ``"clip"`` or ``"eva02"`` (which checkpoint layout fits).
+        family: ``"clip"``, ``"eva02"``, ``"vit"`` or ``"dinov2"`` (which weights fit).
         freeze_blocks: freeze patch embedding + the first ``k`` blocks.
     """
 
@@ -365,6 +406,20 @@ class ViTEncoder(nn.Module):
         self.freeze_blocks = k
         for name, param in self.trunk.named_parameters():
             param.requires_grad = k == 0 or self.layer_id(name) > k
+
+    def freeze_all(self) -> None:
+        """A frozen feature extractor (the freezing ablation's 'frozen encoder'): every trunk
+        parameter fixed, like ``freeze(num_blocks)``, and the trunk kept in eval mode, so no
+        stochastic depth runs in it while the heads train."""
+        self.freeze(self.num_blocks)
+        self.frozen = True
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "ViTEncoder":
+        super().train(mode)
+        if getattr(self, "frozen", False):
+            self.trunk.eval()
+        return self
 
     @staticmethod
     def layer_id(name: str) -> int:

@@ -1,7 +1,9 @@
 """Experiment configuration: frozen dataclasses read from YAML, with dotted command-line overrides.
 
 One file describes one paper experiment (``configs/*.yaml``). A file may name a ``_base_``
-file (relative to itself) whose values it overrides, as ViTDet's L config imports the B one.
+file (relative to itself), or a list of them merged in order, whose values it overrides, as
+ViTDet's L config imports the B one (``_base_: [../base/gta5.yaml, ../encoders/eva02_b16.yaml]``
+pairs a schedule with an encoder).
 Every key is checked against the dataclasses below, so a typo fails at start-up with one line
 (``unknown config key 'train.iterz' (did you mean 'train.iters'?)``) instead of hours later.
 """
@@ -55,11 +57,15 @@ def expand_path(text: str) -> Path:
 
 @dataclass(frozen=True)
 class TargetSpec(DatasetSpec):
-    """An evaluation dataset; ``short_side`` resizes images (keeping aspect) before inference,
-    as DG protocols do for Mapillary's mixed resolutions. Scores go back to label size."""
+    """An evaluation dataset. ``scale`` (long, short) resizes images keeping their aspect
+    before inference, as mmseg's test ``Resize(scale, keep_ratio=True)`` (overrides
+    ``eval.scale``); ``short_side`` scales the short side instead. Scores go back to label
+    size. ``in_average: false`` keeps a pooled column (ACDC 'all') out of the table's Avg."""
 
     split: str = "val"
     short_side: int | None = None
+    scale: tuple[int, int] | None = None
+    in_average: bool = True
 
 
 @dataclass(frozen=True)
@@ -72,11 +78,15 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Training data and the paper's augmentation (mmseg semantics: scale = (long, short))."""
+    """Training data and augmentation with mmseg/mmcv semantics: ``RandomResize(scale,
+    ratio_range, keep_ratio)``. ``scale`` is (w, h) or, keeping the ratio, (long, short);
+    ``ratio_range: null`` resizes to ``scale`` itself (mmcv ``Resize``), and with
+    ``keep_ratio: false`` every image becomes exactly ``scale`` (the paper configs)."""
 
     train: DatasetSpec = DatasetSpec("cityscapes", "data/cityscapes")
     scale: tuple[int, int] = (2048, 1024)
-    ratio_range: tuple[float, float] = (0.5, 2.0)
+    ratio_range: tuple[float, float] | None = (0.5, 2.0)
+    keep_ratio: bool = True
     crop_size: tuple[int, int] = (512, 512)  # (H, W)
     cat_max_ratio: float = 0.75
     flip: bool = True
@@ -95,6 +105,9 @@ class TrainConfig:
     warmup_iters: int = 0
     warmup_ratio: float = 1e-6
     poly_power: float = 1.0
+    # mmengine PolyLR(begin=poly_begin, end=iters): constant lr before, the last step at 0;
+    # null = the mmcv-1.x poly (decay from step 0 to 1/iters) with optional linear warm-up
+    poly_begin: int | None = None
     min_lr: float = 0.0
     clip_grad: float | None = 0.01  # max global grad norm (Mask2Former: 0.01); null = off
     accum_steps: int = 1
@@ -121,6 +134,7 @@ class EvalConfig:
     crop_size: tuple[int, int] = (1024, 1024)  # (H, W) windows for mode=slide
     stride: tuple[int, int] = (768, 768)
     resize: tuple[int, int] | None = None  # (H, W) to run at; scores go back to label size
+    scale: tuple[int, int] | None = None  # or (long, short) keeping the aspect (mmseg Resize)
     flip: bool = False
     num_workers: int = 0  # image decoding workers (inference itself is one image at a time)
     at_end: bool = True
@@ -182,7 +196,12 @@ def _read_with_bases(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     base = raw.pop("_base_", None)
     if base is None:
         return raw
-    merged = _read_with_bases(path.parent / base, seen + (path.resolve(),))
+    bases = [base] if isinstance(base, str) else base
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"config {path}: _base_ must be a file name or a list of them")
+    merged: dict[str, Any] = {}
+    for name in bases:
+        merged = _merge(merged, _read_with_bases(path.parent / name, seen + (path.resolve(),)))
     return _merge(merged, raw)
 
 
@@ -309,8 +328,14 @@ def _range_checks(cfg: Config) -> list[tuple[str, Any, bool, str]]:
          "in (0, 1] or null"),
         ("train.clip_grad", t.clip_grad, t.clip_grad is None or t.clip_grad > 0, "> 0 or null"),
         ("data.crop_size", d.crop_size, min(d.crop_size) > 0, "positive"),
-        ("data.ratio_range", d.ratio_range, 0 < d.ratio_range[0] <= d.ratio_range[1],
-         "0 < low <= high"),
+        ("data.ratio_range", d.ratio_range,
+         d.ratio_range is None or 0 < d.ratio_range[0] <= d.ratio_range[1],
+         "0 < low <= high or null"),
+        ("data.scale", d.scale, min(d.scale) > 0, "positive"),
+        ("train.poly_begin", t.poly_begin, t.poly_begin is None or 0 <= t.poly_begin < t.iters - 1,
+         "in [0, train.iters - 1) or null"),
+        ("train.warmup_iters", t.warmup_iters, t.poly_begin is None or t.warmup_iters == 0,
+         "0 with train.poly_begin (mmengine's PolyLR has no warm-up)"),
         ("data.cat_max_ratio", d.cat_max_ratio, 0 < d.cat_max_ratio <= 1, "in (0, 1]"),
         ("eval.crop_size", e.crop_size, min(e.crop_size) > 0, "positive"),
         ("eval.stride", e.stride, min(e.stride) > 0, "positive"),

@@ -25,7 +25,7 @@ from vltseg_core.train import checkpoint as ckpt
 from vltseg_core.train.config import Config, expand_path, to_dict
 from vltseg_core.train.distributed import (DistInfo, all_gather_objects, all_reduce_mean,
                                            barrier, init_distributed)
-from vltseg_core.train.loader import BatchPlan, batch_plan, train_loader
+from vltseg_core.train.loader import BatchPlan, batch_plan, normalise_batch, train_loader
 from vltseg_core.train.monitor import Monitor
 from vltseg_core.train.optim import build_optimizer, build_scheduler
 from vltseg_core.train.visual import prediction_panel
@@ -170,7 +170,8 @@ def _micro_step(parts: Parts, batch: tuple, dtype: torch.dtype | None, device: t
     sync_ctx = contextlib.nullcontext() if sync or parts.net is parts.model else parts.net.no_sync()
     with sync_ctx:
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            losses = parts.net(parts.model.preprocess(images), targets)
+            x = normalise_batch(parts.model, images, batch[2] if len(batch) > 2 else ())
+            losses = parts.net(x, targets)
         total = sum(losses.values())
         parts.scaler.scale(total * scale).backward()
     return {k: float(v.detach()) for k, v in losses.items()} | {"loss": float(total.detach())}
@@ -267,7 +268,7 @@ def check_eval_targets(cfg: Config) -> None:
     from vltseg_core.train.loader import build_dataset
 
     for target in cfg.eval.targets if cfg.eval.at_end or cfg.train.eval_every else ():
-        build_dataset(target)
+        build_dataset(target, boxes=False)
 
 
 def _finish(parts: Parts, cfg: Config, info: DistInfo, mon: Monitor

@@ -6,7 +6,10 @@ normalises with ``model.preprocess``), ``targets`` a list of DESIGN.md target di
 
 from __future__ import annotations
 
+import functools
+import inspect
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,22 +21,47 @@ from vltseg_core.train.config import Config, ConfigError, DataConfig, DatasetSpe
 from vltseg_core.train.sampling import ResumableSampler, SeededSamples
 
 
-def build_dataset(spec: DatasetSpec, **extra: Any) -> Dataset:
-    """``vltseg_core.data.build_dataset`` for one config entry."""
+def build_dataset(spec: DatasetSpec, boxes: bool = True, **extra: Any) -> Dataset:
+    """``vltseg_core.data.build_dataset`` for one config entry. ``boxes=False`` tells datasets
+    that can decode instance maps not to (segmentation-only runs need no boxes)."""
+    from vltseg_core.data.datasets import DATASETS
     from vltseg_core.data.datasets import build_dataset as _build
 
+    ctor = DATASETS.get(spec.name.lower())
+    if not boxes and ctor is not None and "boxes" in inspect.signature(ctor).parameters:
+        extra = {"boxes": False, **extra}
     return _build(spec.name, spec.resolved_root(), spec.split, **{**spec.options, **extra})
 
 
+def needs_boxes(task: str) -> bool:
+    """Whether a task's targets need instance boxes (detection and joint training)."""
+    return task in ("det", "joint")
+
+
 def train_transform(cfg: DataConfig) -> Any:
-    """The paper's pipeline: rescale 0.5-2.0, cat_max_ratio crop, flip, photometric."""
+    """mmseg's pipeline as configured: (random) resize, cat_max_ratio crop, flip, photometric."""
     from vltseg_core.data.transforms import train_transforms
 
     return train_transforms(
         crop_size=cfg.crop_size, scale=cfg.scale, ratio_range=cfg.ratio_range,
         cat_max_ratio=cfg.cat_max_ratio, flip_prob=0.5 if cfg.flip else 0.0,
-        photometric=cfg.photometric,
+        photometric=cfg.photometric, keep_ratio=cfg.keep_ratio,
     )
+
+
+def normalise_batch(model: Any, images: torch.Tensor, metas: Sequence[dict]) -> torch.Tensor:
+    """``model.preprocess(images)`` with every image's padding (outside its ``img_shape``)
+    set to 0, i.e. to the normalised mean, as mmseg's data preprocessor pads after
+    normalising. ``images`` ``uint8[B, 3, H, W]`` and ``metas`` from :func:`collate` (no
+    metas: nothing is padded)."""
+    x = model.preprocess(images)
+    for i, meta in enumerate(metas):
+        h, w = meta.get("img_shape", x.shape[-2:])
+        if h < x.shape[-2]:
+            x[i, :, h:] = 0
+        if w < x.shape[-1]:
+            x[i, :, :, w:] = 0
+    return x
 
 
 @dataclass(frozen=True)
@@ -69,7 +97,7 @@ def _seed_worker(worker_id: int) -> None:
 def train_loader(cfg: Config, rank: int, plan: BatchPlan, start_iter: int,
                  pin_memory: bool = False) -> DataLoader:
     """An endless loader whose first batch is the one iteration ``start_iter`` consumes."""
-    dataset = build_dataset(cfg.data.train)
+    dataset = build_dataset(cfg.data.train, boxes=needs_boxes(cfg.task))
     seeded = SeededSamples(dataset, train_transform(cfg.data), cfg.train.seed)
     sampler = ResumableSampler(
         len(dataset), rank, plan.world_size, cfg.train.seed,
@@ -78,7 +106,8 @@ def train_loader(cfg: Config, rank: int, plan: BatchPlan, start_iter: int,
     from vltseg_core.data.transforms import collate
 
     return DataLoader(
-        seeded, batch_size=plan.micro, sampler=sampler, collate_fn=collate,
+        seeded, batch_size=plan.micro, sampler=sampler,
+        collate_fn=functools.partial(collate, pad_to=tuple(cfg.data.crop_size)),
         num_workers=cfg.data.num_workers, worker_init_fn=_seed_worker,
         generator=torch.Generator().manual_seed(cfg.train.seed),  # keep global RNG untouched
         persistent_workers=cfg.data.num_workers > 0, pin_memory=pin_memory,

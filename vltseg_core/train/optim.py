@@ -1,4 +1,5 @@
-"""AdamW with the paper's parameter groups, and the poly schedule with linear warm-up.
+"""AdamW with the paper's parameter groups, and the poly schedules (mmcv-1.x style with linear
+warm-up, or mmengine's ``PolyLR`` with a constant start as the paper configs use).
 
 Parameter groups come from the models package (``param_groups``: backbone lr x0.1, optional
 layer-wise decay, no weight decay on norms/biases/embeddings), which knows the module layout.
@@ -38,7 +39,29 @@ class PolyWarmup:
         return factor
 
 
+@dataclass
+class MMEnginePoly:
+    """lr factor at step ``t`` of mmengine's ``PolyLR(eta_min, power, begin, end)`` used as
+    the only scheduler: 1 before ``begin`` (the scheduler is inactive there), then
+    ``(1 - r) (1 - s / T)^p + r`` with ``s = t - begin`` and ``T = end - begin - 1``, so the
+    last step (``end - 1``) runs at ``eta_min`` (mmengine's chained form, in closed form)."""
+
+    end: int
+    begin: int = 0
+    power: float = 1.0
+    min_ratio: float = 0.0
+
+    def __call__(self, step: int) -> float:
+        span = self.end - self.begin - 1
+        s = min(max(step - self.begin, 0), span)
+        return (1 - self.min_ratio) * (1 - s / span) ** self.power + self.min_ratio
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> LambdaLR:
+    """``train.poly_begin`` set: :class:`MMEnginePoly`; else :class:`PolyWarmup`."""
+    if cfg.poly_begin is not None:
+        return LambdaLR(optimizer, MMEnginePoly(cfg.iters, cfg.poly_begin, cfg.poly_power,
+                                                cfg.min_lr / cfg.lr))
     fn = PolyWarmup(cfg.iters, cfg.warmup_iters, cfg.warmup_ratio, cfg.poly_power,
                     cfg.min_lr / cfg.lr)
     return LambdaLR(optimizer, fn)
