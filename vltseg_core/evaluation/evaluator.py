@@ -17,8 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from vltseg_core.env import apply_threads
 from vltseg_core.evaluation.inference import InferenceSpec, infer
-from vltseg_core.train.distributed import all_gather_objects, get_info
+from vltseg_core.train.distributed import all_gather_objects, cleanup, get_info, init_distributed
 
 Table = dict[str, dict[str, dict]]  # row (checkpoint) -> target -> metrics
 
@@ -197,11 +198,8 @@ def load_for_eval(path: Path, device: torch.device) -> nn.Module:
 
 def run_eval(cfg: Any, checkpoints: Sequence[Path], out_dir: Path | None = None) -> Table:
     """``vltseg eval``: every checkpoint on every target; one multi-target report (rank 0)."""
-    from vltseg_core.train.distributed import cleanup, init_distributed
-    from vltseg_core.train.engine import apply_threads
-
     info = init_distributed(cfg.train.device)
-    apply_threads(cfg)
+    apply_threads(cfg.train.threads)
     out_dir = Path(out_dir) if out_dir else cfg.out_dir / "eval"
     table: Table = {}
     try:

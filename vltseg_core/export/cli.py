@@ -219,7 +219,7 @@ def calibrate_command(
     limit: Annotated[int, typer.Option(help="images used at most (spread over the folder)")] = 100,
 ) -> None:
     """Measure the domain-shift confidence band of an export and store it in its metadata."""
-    from vltseg_core.runtime.errors import ModelFileError
+    from vltseg_core.errors import ModelFileError
 
     try:
         _calibrate(model, images, limit)

@@ -11,6 +11,9 @@ from __future__ import annotations
 import colorsys
 import json
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from vltseg_core.errors import ModelFileError
 
 PREFIX = "vltseg."
 FORMAT_VERSION = 1
@@ -67,6 +70,15 @@ class ModelMetadata:
 
 
 _MISSING = fields(ModelMetadata)[0].default  # dataclasses.MISSING without importing it twice
+
+
+def read_session_metadata(session: object, path: Path) -> ModelMetadata:
+    """The metadata of an ONNX Runtime session over `path`; ModelFileError if it has none."""
+    props = dict(session.get_modelmeta().custom_metadata_map)  # type: ignore[attr-defined]
+    try:
+        return ModelMetadata.from_props(props)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ModelFileError(path, f"not a vltseg export ({exc})") from None
 
 
 def _tuplify(values: dict[str, object]) -> dict[str, object]:

@@ -37,7 +37,8 @@ import torch
 from torch import nn
 
 from vltseg_core.files import atomic_write_with
-from vltseg_core.export.metadata import ModelMetadata
+from vltseg_core.export.metadata import ModelMetadata, read_session_metadata
+from vltseg_core.export.outputs import confidence_and_ids, pad_detections
 from vltseg_core.export.rewrites import export_rewrites
 
 DEFAULT_OPSET = 18
@@ -49,47 +50,6 @@ TARGETS = ("onnxruntime", "portable")
 
 class ParityError(RuntimeError):
     """The exported graph does not reproduce PyTorch within tolerance."""
-
-
-def confidence_and_ids(scores: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """BxKxHxW class scores -> (BxHxW uint8 class id, BxHxW float32 max class probability).
-
-    mode: "probs" scores are already probabilities; "logits" softmax over K; "normalize" the
-    scores are non-negative but unnormalised (Mask2Former's semantic inference sums query mask
-    probabilities weighted by class probabilities), so divide by their sum over K.
-    """
-    scores = scores.float()
-    if mode == "logits":
-        probs = scores.softmax(dim=1)
-    elif mode == "normalize":
-        probs = scores.clamp_min(0) / scores.clamp_min(0).sum(dim=1, keepdim=True).clamp_min(1e-6)
-    else:
-        probs = scores
-    confidence, ids = probs.max(dim=1)
-    # via float: TensorRT converts to/from UINT8 only from FLOAT/HALF (class ids <= 255 are exact)
-    return ids.to(torch.float32).to(torch.uint8), confidence
-
-
-def pad_detections(
-    detections: Sequence[dict[str, torch.Tensor]], max_detections: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Variable-length per-image detections -> fixed [B,N,...] tensors, best first, zero-padded.
-
-    Padding before `topk` keeps every shape static after this point (the NMS output length is
-    data-dependent); padded rows have score 0, box 0, label 0.
-    """
-    n = max_detections
-    boxes, scores, labels = [], [], []
-    for det in detections:
-        s = torch.cat([det["scores"].float(), det["scores"].new_zeros(n, dtype=torch.float32)])
-        top_scores, top = torch.topk(s, n)
-        b = torch.cat([det["boxes"].float(), det["boxes"].new_zeros(n, 4, dtype=torch.float32)])
-        lab = torch.cat([det["labels"].long(), det["labels"].new_zeros(n, dtype=torch.int64)])
-        boxes.append(b[top])
-        scores.append(top_scores)
-        labels.append(lab[top])
-    scores_t = torch.stack(scores)
-    return torch.stack(boxes), scores_t, torch.stack(labels), (scores_t > 0).sum(dim=1)
 
 
 class ExportModule(nn.Module):
@@ -279,8 +239,6 @@ def finalize_onnx(path: Path, metadata: ModelMetadata, *, forbid_ops: Sequence[s
 def read_metadata(path: Path) -> ModelMetadata:
     """ModelMetadata from an ONNX file (via onnxruntime, which the runtime has anyway)."""
     import onnxruntime as ort
-
-    from vltseg_core.runtime.backends import read_session_metadata
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3

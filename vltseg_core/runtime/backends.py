@@ -12,8 +12,11 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from vltseg_core.export.metadata import ModelMetadata
-from vltseg_core.runtime.errors import ModelFileError, require_file
+from vltseg_core.errors import ModelFileError, require_file
+from vltseg_core.export import tensorrt as trt_export
+from vltseg_core.export.metadata import ModelMetadata, read_session_metadata
+from vltseg_core.export.outputs import confidence_and_ids, pad_detections
+from vltseg_core.export.tensorrt_runner import cuda_index
 
 if TYPE_CHECKING:
     from vltseg_core.export.tensorrt_runner import TensorRTRunner
@@ -60,8 +63,6 @@ class TorchBackend:
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         import torch
-
-        from vltseg_core.export.onnx import confidence_and_ids, pad_detections
 
         x = self.model.preprocess(torch.from_numpy(images).to(self.device))
         dtype = self.autocast_dtype
@@ -154,14 +155,6 @@ class OnnxRuntimeBackend:
         return dict(zip(self._names, outs))
 
 
-def read_session_metadata(session: object, path: Path) -> ModelMetadata:
-    props = dict(session.get_modelmeta().custom_metadata_map)  # type: ignore[attr-defined]
-    try:
-        return ModelMetadata.from_props(props)
-    except (KeyError, ValueError, TypeError) as exc:
-        raise ModelFileError(path, f"not a vltseg export ({exc})") from None
-
-
 class TensorRTBackend:
     """A TensorRT engine. Given an `.onnx`: the cached engine for it, built if absent
     (export/tensorrt.py). Given an `.engine`: that engine as it is, with its own precision (name,
@@ -174,9 +167,6 @@ class TensorRTBackend:
         self, path: str | os.PathLike[str], *, device: str = "cuda:0", precision: str | None = None,
         max_batch: int | None = None, check: bool = True,
     ) -> None:
-        from vltseg_core.export import tensorrt as trt_export
-        from vltseg_core.export.tensorrt_runner import cuda_index
-
         index = cuda_index(device)
         path = require_file(path)
         if path.suffix == ".onnx":
@@ -204,8 +194,6 @@ def _load_engine(
 ) -> tuple[TensorRTRunner, Path, ModelMetadata]:
     """An engine file as it is; rebuilt alike (same precision and batch limit) from its ONNX only
     when it does not deserialise here."""
-    from vltseg_core.export import tensorrt as trt_export
-
     metadata = _engine_metadata(path)
     _refuse_other(path, "precision", metadata.precision, precision)
     try:
@@ -231,14 +219,12 @@ def _refuse_other(path: Path, what: str, has: object, asked: object | None) -> N
 def _engine_metadata(path: Path) -> ModelMetadata:
     """The sidecar's metadata; the precision in the engine's name wins (sidecars written before
     the engine's precision was recorded carry the ONNX's)."""
-    from vltseg_core.export.tensorrt import PRECISIONS, read_sidecar, sidecar_path
-
     try:
-        metadata = read_sidecar(path)
+        metadata = trt_export.read_sidecar(path)
     except (OSError, KeyError, ValueError) as exc:
-        raise ModelFileError(path, f"engine metadata {sidecar_path(path).name} unreadable ({exc})") from None
+        raise ModelFileError(path, f"engine metadata {trt_export.sidecar_path(path).name} unreadable ({exc})") from None
     parts = path.name.rsplit(".", 3)  # stem, precision, key, "engine"
-    if len(parts) == 4 and parts[1] in PRECISIONS:
+    if len(parts) == 4 and parts[1] in trt_export.PRECISIONS:
         metadata = replace(metadata, precision=parts[1])
     return metadata
 

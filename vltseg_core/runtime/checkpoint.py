@@ -14,8 +14,8 @@ from typing import Any
 
 from torch import nn
 
+from vltseg_core.errors import ModelFileError, require_file
 from vltseg_core.export.metadata import ModelMetadata, default_class_names, default_palette
-from vltseg_core.runtime.errors import ModelFileError, require_file
 
 
 def metadata_for(

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vltseg_core.errors import ModelFileError
 from vltseg_core.export.metadata import ModelMetadata
 from vltseg_core.runtime import processing
 from vltseg_core.runtime.backends import Backend
-from vltseg_core.runtime.errors import ModelFileError
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 

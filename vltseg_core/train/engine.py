@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from vltseg_core.env import apply_threads
+from vltseg_core.evaluation.evaluator import evaluate_targets
 from vltseg_core.files import atomic_torch_save
 from vltseg_core.train import checkpoint as ckpt
 from vltseg_core.train.config import Config, expand_path, to_dict
@@ -72,13 +74,6 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     if mode == "bf16" or device.type == "cpu":
         return torch.bfloat16
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def apply_threads(cfg: Config) -> None:
-    """Pin CPU intra-op threads. Small models gain little from a second thread, and on a
-    shared machine a busy core stalls every multi-threaded op (measured: 10x slower)."""
-    if cfg.train.threads > 0:
-        torch.set_num_threads(cfg.train.threads)
 
 
 def set_determinism(cfg: Config, rank: int, device: torch.device) -> None:
@@ -223,8 +218,6 @@ def _periodic(parts: Parts, cfg: Config, info: DistInfo, mon: Monitor, it: int,
 
 
 def _evaluate(model: nn.Module, cfg: Config, mon: Monitor, step: int, quick: bool) -> dict:
-    from vltseg_core.evaluation.evaluator import evaluate_targets
-
     out = None if quick else cfg.out_dir / "eval"
     results = evaluate_targets(model, cfg, out_dir=out, quick=quick)
     mon.log_eval(step, results)
@@ -237,7 +230,7 @@ def train(cfg: Config, resume: bool = False) -> TrainResult:
     if cfg.train.deterministic:  # cuBLAS reads it when its first handle is created
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     info = init_distributed(cfg.train.device)
-    apply_threads(cfg)
+    apply_threads(cfg.train.threads)
     set_determinism(cfg, info.rank, info.device)
     plan = batch_plan(cfg, info.world_size)
     check_eval_targets(cfg)  # a wrong path fails now, not after hours of training

@@ -1,4 +1,5 @@
-"""Errors the runtime raises for model files, each with a one-line message naming the file."""
+"""Errors for model files (raised by the runtime and the export readers), each with a one-line
+message naming the file. A leaf module: `export.metadata` and `runtime` both import it."""
 
 from __future__ import annotations
 
