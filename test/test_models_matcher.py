@@ -27,7 +27,7 @@ def test_assign_equals_brute_force(seed: int) -> None:
     q = int(torch.randint(2, 7, (1,), generator=g))
     t = int(torch.randint(1, q + 1, (1,), generator=g))
     cost = torch.randn(q, t, generator=g)
-    rows, cols = assign(cost)
+    rows, cols = assign(cost.numpy())
     assert len(rows) == t and len(set(rows.tolist())) == t and sorted(cols.tolist()) == list(range(t))
     assert cost[rows, cols].sum().item() == pytest.approx(_brute_force(cost), abs=1e-5)
 
@@ -39,11 +39,11 @@ def test_matcher_cost_is_minimised(seed: int) -> None:
     matcher = HungarianMatcher(num_points=256)
     logits, masks = torch.randn(1, 5, 4), torch.randn(1, 5, 8, 12)
     sem = torch.randint(0, 3, (32, 48))
-    labels, tmasks = semantic_to_instances(sem, 3)
+    (labels,), (tmasks,) = semantic_to_instances([sem], 3)
     torch.manual_seed(100)
     cost = matcher.cost_matrix(logits[0], masks[0], labels, tmasks)
     torch.manual_seed(100)  # same random points
-    (rows, cols), = matcher(logits, masks, [labels], [tmasks])
+    ((rows, cols),), = matcher([(logits, masks)], [labels], [tmasks])
     assert cost[rows, cols].sum().item() == pytest.approx(_brute_force(cost), abs=1e-4)
 
 
@@ -62,9 +62,28 @@ def test_pairwise_costs_match_direct_formulas() -> None:
 
 def test_semantic_to_instances_skips_ignore() -> None:
     sem = torch.tensor([[0, 2, 255], [2, 2, 7]])
-    labels, masks = semantic_to_instances(sem, num_classes=5)
-    assert labels.tolist() == [0, 2]
+    (labels, empty), (masks, no_masks) = semantic_to_instances([sem, torch.full((2, 2), 255)], 5)
+    assert labels.tolist() == [0, 2] and empty.tolist() == [] and no_masks.shape == (0, 2, 2)
     assert masks.sum().item() == 4 and masks[1].sum().item() == 3
+
+
+def test_matcher_batches_layers_and_skips_empty_images() -> None:
+    """All layers in one call equal one call per layer and image (same random points)."""
+    torch.manual_seed(0)
+    matcher = HungarianMatcher(num_points=128)
+    sems = [torch.randint(0, 4, (16, 16)), torch.full((16, 16), 255), torch.randint(1, 3, (16, 16))]
+    labels, tmasks = semantic_to_instances(sems, 4)
+    layers = [(torch.randn(3, 6, 5), torch.randn(3, 6, 4, 4)) for _ in range(3)]
+    torch.manual_seed(1)
+    batched = matcher(layers, labels, tmasks)
+    torch.manual_seed(1)  # cost matrices draw their points in layer-major, image order
+    for per_layer, (logits, masks) in zip(batched, layers):
+        for i, got in enumerate(per_layer):
+            if i == 1:
+                assert got[0].numel() == 0 and got[1].numel() == 0
+                continue
+            want = assign(matcher.cost_matrix(logits[i], masks[i], labels[i], tmasks[i]).numpy())
+            assert all(torch.equal(a, b) for a, b in zip(got, want))
 
 
 def test_uncertain_points_prefer_boundaries() -> None:

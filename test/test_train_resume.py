@@ -48,7 +48,9 @@ def test_sigkill_and_resume_repeats_the_loss_curve(tmp_path_factory: pytest.Temp
                                                     tmp_path: Path) -> None:
     root = synth_root(tmp_path_factory)
     ref_dir, cut_dir = tmp_path / "ref", tmp_path / "cut"
-    extra = {"train.checkpoint_every": EVERY, "eval.at_end": False}
+    # rows reach loss.jsonl at log reads (every 3) and checkpoints (every 4): the kill below
+    # follows the read at iteration 5, two iterations before the checkpoint at 8
+    extra = {"train.checkpoint_every": EVERY, "train.log_every": 3, "eval.at_end": False}
     vltseg("train", "--config", str(DEMO), *tiny_overrides(ref_dir, ITERS, **extra), synth=root)
 
     args = ["train", "--config", str(DEMO), *tiny_overrides(cut_dir, ITERS, **extra)]

@@ -205,6 +205,15 @@ def _batches(n: int, per: int):
         yield images[i:i + per], [{"sem_seg": lb} for lb in labels[i:i + per]]
 
 
+def _read(step_and_batch: tuple) -> dict[str, float]:
+    """A train_step's logs as the JSONL row they become."""
+    from vltseg_core.train.monitor import PendingLogs
+
+    step, pending = step_and_batch[0], PendingLogs()
+    pending.add(0, step.names, step.values, step.lr)
+    return pending.read()[0]
+
+
 @pytest.mark.parametrize("clip", [None, 1e-3])
 def test_grad_accumulation_equals_the_full_batch(clip: float | None) -> None:
     """2 micro-batches of 2 with accum_steps=2 == one batch of 4 (mean losses, one step)."""
@@ -213,8 +222,8 @@ def test_grad_accumulation_equals_the_full_batch(clip: float | None) -> None:
 
     cfg = Config(train=TrainConfig(iters=10, clip_grad=clip))
     full, acc = _parts(), _parts()
-    logs_f, _ = train_step(full, _batches(4, 4), BatchPlan(4, 1, 1), cfg, None, torch.device("cpu"))
-    logs_a, _ = train_step(acc, _batches(4, 2), BatchPlan(2, 2, 1), cfg, None, torch.device("cpu"))
+    logs_f = _read(train_step(full, _batches(4, 4), BatchPlan(4, 1, 1), cfg, None, torch.device("cpu")))
+    logs_a = _read(train_step(acc, _batches(4, 2), BatchPlan(2, 2, 1), cfg, None, torch.device("cpu")))
     assert logs_a["loss"] == pytest.approx(logs_f["loss"], rel=1e-6)
     assert logs_a["grad_norm"] == pytest.approx(logs_f["grad_norm"], rel=1e-5)
     for a, b in zip(full.model.parameters(), acc.model.parameters()):
@@ -229,8 +238,8 @@ def test_amp_step_updates_parameters(dtype: torch.dtype, scaler: bool) -> None:
 
     parts = _parts(scaler)
     before = [p.detach().clone() for p in parts.model.parameters()]
-    logs, _ = train_step(parts, _batches(2, 2), BatchPlan(2, 1, 1), Config(), dtype,
-                         torch.device("cpu"))
+    logs = _read(train_step(parts, _batches(2, 2), BatchPlan(2, 1, 1), Config(), dtype,
+                            torch.device("cpu")))
     assert np.isfinite(logs["loss"])
     assert any(not torch.equal(a, b) for a, b in zip(before, parts.model.parameters()))
 

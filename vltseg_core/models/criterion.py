@@ -13,17 +13,35 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .matcher import HungarianMatcher, point_sample
+from .matcher import HungarianMatcher, Match, point_sample
 from .transformer_decoder import DecoderOutput, MaskPredictions
 
 
-def semantic_to_instances(sem_seg: Tensor, num_classes: int, ignore_index: int = 255) -> tuple[Tensor, Tensor]:
-    """``sem_seg [H, W]`` train ids -> (``labels [T]``, binary ``masks [T, H, W]``), one mask
-    per class present (ignore and out-of-range ids are in no mask)."""
-    classes = torch.unique(sem_seg)
-    classes = classes[(classes != ignore_index) & (classes >= 0) & (classes < num_classes)]
-    masks = sem_seg[None] == classes[:, None, None]
-    return classes.long(), masks
+def to_device(x: Tensor, device: torch.device) -> Tensor:
+    """Host -> device without waiting for the device's queue (a blocking copy would: CUDA stages
+    pageable host memory at once, so the host tensor may go away right after)."""
+    return x.to(device, non_blocking=True)
+
+
+def semantic_to_instances(sem_segs: Sequence[Tensor], num_classes: int, ignore_index: int = 255
+                          ) -> tuple[list[Tensor], list[Tensor]]:
+    """Per image ``sem_seg [H, W]`` train ids -> ``labels [T]`` and binary ``masks [T, H, W]``,
+    one mask per class present (ignore and out-of-range ids are in no mask).
+
+    Which classes are present is read back for all images in one transfer (``torch.unique``
+    would sync once per image, and boolean indexing once more).
+    """
+    if not sem_segs:
+        return [], []
+    present = []
+    for sem in sem_segs:  # K+1 flags per image; slot K collects ignore and out-of-range ids
+        ids = torch.where((sem >= 0) & (sem < num_classes), sem, num_classes).flatten()
+        present.append(torch.zeros(num_classes + 1, dtype=torch.bool, device=sem.device)
+                       .index_fill_(0, ids, True))
+    flags = torch.stack(present)[:, :num_classes].cpu().numpy()  # the sync: B x K booleans
+    labels = [to_device(torch.as_tensor(row.nonzero()[0], dtype=torch.int64), sem.device)
+              for row, sem in zip(flags, sem_segs)]
+    return labels, [sem[None] == lab[:, None, None] for sem, lab in zip(sem_segs, labels)]
 
 
 def uncertain_point_coords(logits: Tensor, num_points: int, oversample_ratio: float,
@@ -42,13 +60,13 @@ def uncertain_point_coords(logits: Tensor, num_points: int, oversample_ratio: fl
     return torch.cat([chosen, rand], dim=1)
 
 
-def sigmoid_ce_loss(logits: Tensor, targets: Tensor, num_masks: float) -> Tensor:
+def sigmoid_ce_loss(logits: Tensor, targets: Tensor, num_masks: float | Tensor) -> Tensor:
     """``[N, P]`` logits vs 0/1 targets: mean over points, summed over masks / num_masks."""
     loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     return loss.mean(1).sum() / num_masks
 
 
-def dice_loss(logits: Tensor, targets: Tensor, num_masks: float) -> Tensor:
+def dice_loss(logits: Tensor, targets: Tensor, num_masks: float | Tensor) -> Tensor:
     """``[N, P]``: 1 - soft dice per mask, summed / num_masks."""
     probs = logits.sigmoid()
     numerator = 2 * (probs * targets).sum(-1)
@@ -78,44 +96,43 @@ class SetCriterion(nn.Module):
     def forward(self, outputs: DecoderOutput, sem_segs: Sequence[Tensor]) -> dict[str, Tensor]:
         """``outputs`` from the decoder (masks at stride 4 of the padded input);
         ``sem_segs`` per image ``[H, W]`` at the padded input size (255 = ignore)."""
-        targets = [semantic_to_instances(s, self.num_classes, self.ignore_index) for s in sem_segs]
-        labels = [t[0] for t in targets]
-        masks = [t[1] for t in targets]
+        labels, masks = semantic_to_instances(sem_segs, self.num_classes, self.ignore_index)
         num_masks = self._num_masks(labels, outputs.logits.device)
-        losses: dict[str, Tensor] = {}
         layers = [MaskPredictions(outputs.logits, outputs.masks)] + list(outputs.aux)
-        for i, pred in enumerate(layers):
+        matches = self.matcher(layers, labels, masks)  # all layers at once: one host transfer
+        losses: dict[str, Tensor] = {}
+        for i, (pred, indices) in enumerate(zip(layers, matches)):
             suffix = "" if i == 0 else f"_{i - 1}"
-            for name, value in self._layer_losses(pred, labels, masks, num_masks).items():
+            for name, value in self._layer_losses(pred, indices, labels, masks, num_masks).items():
                 losses[name + suffix] = value * self.weights[name]
         return losses
 
-    def _num_masks(self, labels: Sequence[Tensor], device: torch.device) -> float:
-        total = torch.tensor(float(sum(len(lab) for lab in labels)), device=device)
+    def _num_masks(self, labels: Sequence[Tensor], device: torch.device) -> Tensor:
+        """Target masks per image averaged over ranks, at least 1; stays on the device."""
+        total = to_device(torch.tensor(float(sum(len(lab) for lab in labels))), device)
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(total)
             total = total / dist.get_world_size()
-        return max(total.item(), 1.0)
+        return total.clamp_min(1.0)
 
-    def _layer_losses(self, pred: MaskPredictions, labels: Sequence[Tensor], masks: Sequence[Tensor],
-                      num_masks: float) -> dict[str, Tensor]:
-        indices = self.matcher(pred.logits, pred.masks, labels, masks)
+    def _layer_losses(self, pred: MaskPredictions, indices: Sequence[Match], labels: Sequence[Tensor],
+                      masks: Sequence[Tensor], num_masks: Tensor) -> dict[str, Tensor]:
         device = pred.logits.device
-        batch_idx = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(indices)]).to(device)
-        query_idx = torch.cat([q for q, _ in indices]).to(device)
+        batch_idx = to_device(torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(indices)]), device)
+        query_idx = to_device(torch.cat([q for q, _ in indices]), device)
+        target_idx = [to_device(t, device) for _, t in indices]
         target_classes = torch.full(pred.logits.shape[:2], self.num_classes, dtype=torch.int64, device=device)
-        target_classes[batch_idx, query_idx] = torch.cat(
-            [lab[t.to(lab.device)] for lab, (_, t) in zip(labels, indices)]).to(device)
+        target_classes[batch_idx, query_idx] = torch.cat([lab[t] for lab, t in zip(labels, target_idx)])
         loss_ce = F.cross_entropy(pred.logits.transpose(1, 2).float(), target_classes, self.empty_weight)
         if query_idx.numel() == 0:
             zero = pred.masks.sum() * 0.0
             return {"loss_ce": loss_ce, "loss_mask": zero, "loss_dice": zero}
         src = pred.masks[batch_idx, query_idx][:, None].float()  # N,1,h,w
-        tgt = torch.cat([m[t.to(m.device)] for m, (_, t) in zip(masks, indices)])[:, None].float()
+        tgt = torch.cat([m[t] for m, t in zip(masks, target_idx)])[:, None].float()
         with torch.no_grad():
             coords = uncertain_point_coords(src, self.num_points, self.oversample_ratio,
                                             self.importance_sample_ratio)
-            point_labels = point_sample(tgt.to(device), coords)[:, 0]  # N,P
+            point_labels = point_sample(tgt, coords)[:, 0]  # N,P
         point_logits = point_sample(src, coords)[:, 0]
         return {"loss_ce": loss_ce, "loss_mask": sigmoid_ce_loss(point_logits, point_labels, num_masks),
                 "loss_dice": dice_loss(point_logits, point_labels, num_masks)}

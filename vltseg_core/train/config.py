@@ -119,7 +119,7 @@ class TrainConfig:
     deterministic: bool = False
     checkpoint_every: int = 1000
     eval_every: int = 0  # 0 = only at the end (if eval.at_end)
-    log_every: int = 10  # tensorboard / progress-bar cadence; JSONL gets every iteration
+    log_every: int = 10  # tensorboard / progress cadence; JSONL gets every iteration, written now
     image_every: int = 0  # tensorboard sample predictions; 0 = off
     tensorboard: bool = True
     out_dir: str = "runs/${name}"

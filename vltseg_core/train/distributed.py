@@ -74,15 +74,14 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str, float]:
-    """Average scalar logs over ranks (one collective for all keys, fixed key order)."""
-    if get_info()[1] == 1 or not values:
+def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
+    """Average a tensor of logs over ranks: one collective, and no host sync."""
+    world = get_info()[1]
+    if world == 1:
         return values
-    keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    t /= get_info()[1]
-    return dict(zip(keys, t.tolist()))
+    values = values.clone()
+    dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values / world
 
 
 def all_gather_objects(obj: Any) -> list[Any]:

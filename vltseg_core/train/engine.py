@@ -28,7 +28,7 @@ from vltseg_core.train.config import Config, expand_path, to_dict
 from vltseg_core.train.distributed import (DistInfo, all_gather_objects, all_reduce_mean,
                                            barrier, init_distributed)
 from vltseg_core.train.loader import BatchPlan, batch_plan, normalise_batch, train_loader
-from vltseg_core.train.monitor import Monitor
+from vltseg_core.train.monitor import Monitor, PendingLogs
 from vltseg_core.train.optim import build_optimizer, build_scheduler
 from vltseg_core.train.visual import prediction_panel
 
@@ -153,14 +153,24 @@ def restore_state(parts: Parts, cfg: Config, info: DistInfo) -> int:
 
 
 def _to_device(batch: tuple, device: torch.device) -> tuple[torch.Tensor, list[dict]]:
+    """Host -> device without waiting for the device (pinned or pageable, CUDA copies at once)."""
     images, targets = batch[0], batch[1]
-    nb = device.type == "cuda"
-    targets = [{k: v.to(device, non_blocking=nb) for k, v in t.items()} for t in targets]
-    return images.to(device, non_blocking=nb), targets
+    targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+    return images.to(device, non_blocking=True), targets
+
+
+@dataclass(frozen=True)
+class StepLogs:
+    """One step's loss terms, total and gradient norm as one device tensor: reading them is a
+    host sync, so they wait in :class:`PendingLogs` until a log interval reads them all."""
+
+    names: tuple[str, ...]
+    values: torch.Tensor  # [len(names)] float32 on the training device
+    lr: float  # head lr (not backbone), known on the host
 
 
 def _micro_step(parts: Parts, batch: tuple, dtype: torch.dtype | None, device: torch.device,
-                scale: float, sync: bool) -> dict[str, float]:
+                scale: float, sync: bool) -> tuple[tuple[str, ...], torch.Tensor]:
     images, targets = _to_device(batch, device)
     sync_ctx = contextlib.nullcontext() if sync or parts.net is parts.model else parts.net.no_sync()
     with sync_ctx:
@@ -169,52 +179,77 @@ def _micro_step(parts: Parts, batch: tuple, dtype: torch.dtype | None, device: t
             losses = parts.net(x, targets)
         total = sum(losses.values())
         parts.scaler.scale(total * scale).backward()
-    return {k: float(v.detach()) for k, v in losses.items()} | {"loss": float(total.detach())}
+    values = torch.stack([v.detach().float() for v in (*losses.values(), total)])
+    return (*losses, "loss"), values
 
 
 def train_step(parts: Parts, batches: Iterator, plan: BatchPlan, cfg: Config,
-               dtype: torch.dtype | None, device: torch.device) -> tuple[dict[str, float], Any]:
-    """One optimizer step over ``accum_steps`` micro-batches; returns mean logs, last batch."""
-    logs: dict[str, float] = {}
+               dtype: torch.dtype | None, device: torch.device) -> tuple[StepLogs, Any]:
+    """One optimizer step over ``accum_steps`` micro-batches; returns mean logs, last batch.
+
+    Nothing here reads a device value: the logs stay a device tensor (see :class:`StepLogs`).
+    """
+    names: tuple[str, ...] = ()
+    mean: torch.Tensor | float = 0.0
     batch = None
     for i in range(plan.accum_steps):
         batch = next(batches)
-        step_logs = _micro_step(parts, batch, dtype, device, 1 / plan.accum_steps,
-                                sync=i == plan.accum_steps - 1)
-        for k, v in step_logs.items():
-            logs[k] = logs.get(k, 0.0) + v / plan.accum_steps
-    if not math.isfinite(logs["loss"]) and not parts.scaler.is_enabled():
-        raise FloatingPointError(f"loss is {logs['loss']}: training diverged")
+        names, values = _micro_step(parts, batch, dtype, device, 1 / plan.accum_steps,
+                                    sync=i == plan.accum_steps - 1)
+        mean = mean + values / plan.accum_steps
     parts.scaler.unscale_(parts.optimizer)
     params = [p for g in parts.optimizer.param_groups for p in g["params"]]
     max_norm = cfg.train.clip_grad if cfg.train.clip_grad is not None else math.inf
-    logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm).detach().float()
     parts.scaler.step(parts.optimizer)
     parts.scaler.update()
     parts.optimizer.zero_grad(set_to_none=True)
-    logs["lr"] = max(g["lr"] for g in parts.optimizer.param_groups)  # head lr (not backbone)
+    lr = max(g["lr"] for g in parts.optimizer.param_groups)
     parts.scheduler.step()
-    return logs, batch
+    values = torch.cat([mean, grad_norm[None]])
+    return StepLogs((*names, "grad_norm"), values, lr), batch
 
 
 def _due(it: int, every: int, total: int) -> bool:
     return every > 0 and ((it + 1) % every == 0 or it + 1 == total)
 
 
+def _read_logs(pending: PendingLogs, mon: Monitor, scaler_enabled: bool) -> dict[str, float]:
+    """All pending rows to the JSONL (one host transfer); the newest row.
+
+    A non-finite loss stops training here, at most one log interval after it happened (with fp16
+    the gradient scaler skips such steps instead); its row is written first, for the post-mortem.
+    """
+    records = pending.read()
+    for record in records:
+        mon.log_iter(record)
+        if not math.isfinite(record["loss"]) and not scaler_enabled:
+            raise FloatingPointError(
+                f"loss is {record['loss']} at iteration {record['iter']}: training diverged")
+    return records[-1]
+
+
 def _periodic(parts: Parts, cfg: Config, info: DistInfo, mon: Monitor, it: int,
-              logs: dict[str, float], batch: Any) -> None:
-    """Everything done after iteration ``it`` besides the step itself, in a fixed order."""
-    total = cfg.train.iters
-    mon.log_iter({"iter": it, **logs})
-    if _due(it, cfg.train.log_every, total):
+              pending: PendingLogs, batch: Any) -> dict[str, float] | None:
+    """Everything done after iteration ``it`` besides the step itself, in a fixed order.
+
+    Logs are read at log intervals, before checkpoints (so a checkpoint never holds a diverged
+    model and the JSONL reaches it) and at the end; returns them when read.
+    """
+    t = cfg.train
+    logs = None
+    if _due(it, t.log_every, t.iters) or _due(it, t.checkpoint_every, t.iters) or it + 1 == t.iters:
+        logs = _read_logs(pending, mon, parts.scaler.is_enabled())
+    if logs is not None and _due(it, t.log_every, t.iters):
         mon.scalars(it + 1, logs, "train/")
         mon.progress(it + 1, logs["loss"], logs["lr"])
-    if mon.tb is not None and _due(it, cfg.train.image_every, total):  # rank 0 only
+    if mon.tb is not None and _due(it, t.image_every, t.iters):  # rank 0 only
         mon.image(it + 1, "train/prediction", prediction_panel(parts.model, batch))
-    if cfg.train.eval_every and _due(it, cfg.train.eval_every, total) and it + 1 < total:
+    if t.eval_every and _due(it, t.eval_every, t.iters) and it + 1 < t.iters:
         _evaluate(parts.model, cfg, mon, it + 1, quick=True)
-    if _due(it, cfg.train.checkpoint_every, total):
+    if _due(it, t.checkpoint_every, t.iters):
         save_state(parts, cfg, info, it + 1)
+    return logs
 
 
 def _evaluate(model: nn.Module, cfg: Config, mon: Monitor, step: int, quick: bool) -> dict:
@@ -243,12 +278,13 @@ def train(cfg: Config, resume: bool = False) -> TrainResult:
     mon = Monitor(cfg.out_dir, cfg.train.iters, start, info.is_main, cfg.train.tensorboard)
     batches = iter(loader)
     logs: dict[str, float] = {"loss": math.nan}
+    pending = PendingLogs()
     t0 = time.perf_counter()
     try:
         for it in range(start, cfg.train.iters):
-            logs, batch = train_step(parts, batches, plan, cfg, dtype, info.device)
-            logs = all_reduce_mean(logs, info.device)
-            _periodic(parts, cfg, info, mon, it, logs, batch)
+            step, batch = train_step(parts, batches, plan, cfg, dtype, info.device)
+            pending.add(it, step.names, all_reduce_mean(step.values), step.lr)
+            logs = _periodic(parts, cfg, info, mon, it, pending, batch) or logs
         seconds = time.perf_counter() - t0
         final, metrics = _finish(parts, cfg, info, mon)
     finally:

@@ -1,9 +1,10 @@
-"""What a run reports while it trains: the JSONL loss curve, Tensorboard, a progress bar.
+"""What a run reports while it trains: the JSONL loss curve, Tensorboard, progress.
 
 Only rank 0 writes; other ranks get a :class:`Monitor` whose methods do nothing. The JSONL
-file is the source of truth for the loss curve (one line per iteration); on resume the lines
-past the checkpoint's iteration, written before the kill, are dropped so the file equals the
-one an uninterrupted run writes.
+file is the source of truth for the loss curve (one line per iteration). Rows wait on the
+device in :class:`PendingLogs` and are written at each log interval and before each checkpoint,
+so a kill loses only rows past the last checkpoint; on resume the lines past the checkpoint's
+iteration are dropped anyway, so the file equals the one an uninterrupted run writes.
 """
 
 from __future__ import annotations
@@ -38,6 +39,29 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
+class PendingLogs:
+    """Per-iteration log rows kept on the device until read: one host transfer per read instead
+    of one sync per loss term per step."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, tuple[str, ...], torch.Tensor, float]] = []
+
+    def add(self, it: int, names: tuple[str, ...], values: torch.Tensor, lr: float) -> None:
+        self.rows.append((it, names, values, lr))
+
+    def read(self) -> list[dict[str, Any]]:
+        """The rows as JSONL records ``{"iter", *names, "lr"}``, oldest first; empties the queue."""
+        if not self.rows:
+            return []
+        flat = torch.cat([values for _, _, values, _ in self.rows]).tolist()  # the sync
+        records, start = [], 0
+        for it, names, _, lr in self.rows:
+            records.append({"iter": it, **dict(zip(names, flat[start:start + len(names)])), "lr": lr})
+            start += len(names)
+        self.rows.clear()
+        return records
+
+
 class Monitor:
     """Rank-0 sinks for scalars and images; construct with ``active=False`` on other ranks."""
 
@@ -53,7 +77,7 @@ class Monitor:
         path = out_dir / "loss.jsonl"
         truncate_jsonl(path, start)
         truncate_jsonl(out_dir / "eval.jsonl", start + 1)
-        self.jsonl = open(path, "a", buffering=1)  # line-buffered: a kill loses <= 1 line
+        self.jsonl = open(path, "a", buffering=1)  # line-buffered: a kill loses <= 1 written line
         if tensorboard:
             self.tb = _summary_writer(out_dir / "tb")
         if progress is None:
