@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 from data_layouts import make_acdc, make_bdd, make_cityscapes, make_coco, make_gta5, write_gray
@@ -97,6 +99,21 @@ def test_acdc_bad_condition_and_missing_gt(tmp_path):
         build_dataset("acdc", tmp_path, "val", conditions=("haze",))
     with pytest.raises(DatasetError, match=r"rgb_anon/night does not exist: .*rgb_anon.night"):
         build_dataset("acdc", tmp_path, "val", conditions=("fog", "night"))
+
+
+def test_acdc_labels_missing_name_condition_and_image(tmp_path):
+    """ACDC shares Cityscapes' record builder: the same two errors, naming condition/split."""
+    make_acdc(tmp_path, ("fog", "snow"), n=2)
+    lab = next((tmp_path / "gt" / "snow" / "val").rglob("*_gt_label*Ids.png"))
+    core = lab.name.split("_gt_")[0]
+    for p in lab.parent.glob(f"{core}_gt_label*"):
+        p.unlink()
+    with pytest.raises(DatasetError, match=rf"ACDC snow/val: 1 of 2 images have no label "
+                                           rf"\(\*_gt_label\*Ids.png\), e.g. none for .*{core}_rgb_anon"):
+        build_dataset("acdc", tmp_path, "val", conditions=("fog", "snow"))
+    shutil.rmtree(tmp_path / "gt" / "fog" / "val")
+    with pytest.raises(DatasetError, match=r"ACDC fog/val has no labels: missing .*gt.fog.val"):
+        build_dataset("acdc", tmp_path, "val", conditions=("fog",))
 
 
 def test_bdd_unknown_layout(tmp_path):

@@ -158,3 +158,36 @@ def test_registry_is_plain_dict():
     assert set(DATASETS) == {"cityscapes", "acdc", "gta5", "synthia", "bdd100k", "mapillary",
                              "coco"}
 
+
+
+@pytest.mark.parametrize("name", ["cityscapes", "coco"])
+def test_training_augments_the_uint8_label_map_and_widens_only_the_crop(tmp_path, monkeypatch, name):
+    """One path per job: training takes ``sample_arrays`` (label map uint8 as decoded) through
+    the transforms and converts the crop once; evaluation's ``dataset[i]`` is the same sample."""
+    from vltseg_core.data.transforms import train_transforms
+    from vltseg_core.train.sampling import SeededSamples
+
+    if name == "coco":
+        make_coco(tmp_path)
+        ds = build_dataset("coco", tmp_path, "val2017")
+    else:
+        make_cityscapes(tmp_path, "train", n=1)
+        ds = build_dataset("cityscapes", tmp_path, "train")
+    image, target, meta = ds[0]
+    arrays = ds.sample_arrays(0)
+    np.testing.assert_array_equal(arrays[0], image)
+    assert arrays[2] == meta
+    for key, value in arrays[1].items():
+        np.testing.assert_array_equal(value, target[key].numpy())
+    seen = []
+    pipe = train_transforms(crop_size=(16, 16), scale=(64, 32))
+
+    def recording(image, target, rng):
+        seen.append({k: (type(v).__name__, str(v.dtype)) for k, v in target.items()})
+        return pipe(image, target, rng)
+
+    monkeypatch.setattr(type(ds), "__getitem__", lambda *a: pytest.fail("training read dataset[i]"))
+    _, out, _ = SeededSamples(ds, recording, seed=0)[0, 0]
+    assert seen == [{"sem_seg": ("ndarray", "uint8"), "boxes": ("ndarray", "float32"),
+                     "labels": ("ndarray", "int64")}]
+    assert out["sem_seg"].dtype == torch.int64 and tuple(out["sem_seg"].shape) == (16, 16)

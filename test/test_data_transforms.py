@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vltseg_core.data.base import boxes_from_instance_map, make_target
+from vltseg_core.data.base import boxes_from_instance_map, target_arrays, torch_target
 from vltseg_core.data.labels import cityscapes_lut, thing_train_ids
 from vltseg_core.data.synth_objects import render_scene
 from vltseg_core.data.transforms import (
@@ -28,9 +28,9 @@ def _scene_sample(seed: int):
     boxes, labels = boxes_from_instance_map(s.inst, lut, keep)
     ids = np.unique(s.inst[s.inst >= 1000])
     ids = ids[np.isin(lut[ids // 1000], keep)]
-    target = make_target(lut[s.label], boxes, labels)
-    target["instances"] = torch.from_numpy(s.inst)
-    target["instance_ids"] = torch.from_numpy(ids.astype(np.int64))
+    target = target_arrays(lut[s.label], boxes, labels)
+    target["instances"] = s.inst.astype(np.int32)
+    target["instance_ids"] = ids.astype(np.int64)
     return s.image.astype(np.uint8), target
 
 
@@ -64,7 +64,7 @@ def test_flip_mirrors_boxes():
     flip = Compose([RandomFlip(prob=1.0)])
     img2, t2 = flip(image, target, 0)
     np.testing.assert_array_equal(img2, image[:, ::-1])
-    b, b2 = target["boxes"].numpy(), t2["boxes"].numpy()
+    b, b2 = target["boxes"], t2["boxes"].numpy()
     np.testing.assert_allclose(b2[:, 0], 256 - b[:, 2])
     np.testing.assert_allclose(b2[:, 2], 256 - b[:, 0])
     np.testing.assert_allclose(b2[:, [1, 3]], b[:, [1, 3]])
@@ -72,8 +72,8 @@ def test_flip_mirrors_boxes():
 
 def test_resize_follows_mmcv_rescale():
     image = np.zeros((1024, 2048, 3), np.uint8)
-    t = make_target(np.zeros((1024, 2048), np.uint8), np.array([[100, 50, 300, 250]]),
-                    np.array([13]))
+    t = target_arrays(np.zeros((1024, 2048), np.uint8), np.array([[100, 50, 300, 250]]),
+                      np.array([13]))
     img, out = Compose([RandomResize((2048, 512), (1.0, 1.0))])(image, t, 0)
     assert img.shape == (512, 1024, 3) and out["sem_seg"].shape == (512, 1024)
     assert out["boxes"].tolist() == [[50, 25, 150, 125]]
@@ -156,6 +156,10 @@ class _Toy(torch.utils.data.Dataset):
         return 4
 
     def __getitem__(self, i):
+        image, target, meta = self.sample_arrays(i)
+        return image, torch_target(target), meta
+
+    def sample_arrays(self, i):
         image, target = _scene_sample(i)
         return image, target, {"name": f"toy{i}"}
 
@@ -169,8 +173,8 @@ def test_seeded_samples_depend_on_seed_epoch_index_only():
 
 
 def test_collate_pads_and_stacks():
-    a = (np.full((4, 6, 3), 7, np.uint8), make_target(np.ones((4, 6), np.uint8)), {"n": 0})
-    b = (np.full((5, 3, 3), 9, np.uint8), make_target(np.ones((5, 3), np.uint8)), {"n": 1})
+    a = (np.full((4, 6, 3), 7, np.uint8), torch_target(target_arrays(np.ones((4, 6)))), {"n": 0})
+    b = (np.full((5, 3, 3), 9, np.uint8), torch_target(target_arrays(np.ones((5, 3)))), {"n": 1})
     images, targets, metas = collate([a, b])
     assert images.dtype == torch.uint8 and images.shape == (2, 3, 5, 6)
     assert (images[0, :, 4:] == 0).all() and (images[0, :, :4, :] == 7).all()

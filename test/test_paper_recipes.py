@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from vltseg_core.data.base import make_target
+from vltseg_core.data.base import target_arrays, torch_target
 from vltseg_core.data.transforms import (PhotoMetricDistortion, RandomResize, collate,
                                          rescale_size)
 from vltseg_core.evaluation.evaluator import averaged_targets, table_markdown, target_spec
@@ -35,7 +35,7 @@ def _sample(hw: tuple[int, int], seed: int = 0):
     h, w = hw
     image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     seg = (np.arange(w)[None, :] * 19 // w).repeat(h, 0).astype(np.uint8)
-    return image, make_target(seg)
+    return image, target_arrays(seg)  # as sample_arrays gives it to the transforms
 
 
 @pytest.mark.parametrize(("config", "source_hw", "resized_hw", "crop"), PIPELINES)
@@ -49,8 +49,7 @@ def test_paper_pipelines_give_the_reference_sample_sizes(config, source_hw, resi
     image, target = _sample(source_hw)
     for seed in range(6):
         rng = np.random.default_rng(seed)
-        resized, _ = resize(image, {"sem_seg": target["sem_seg"].numpy().astype(np.uint8),
-                                    "boxes": np.zeros((0, 4), np.float32)}, rng)
+        resized, _ = resize(image, dict(target), rng)
         assert resized.shape[:2] == resized_hw
         out, tgt = pipe(image, target, np.random.default_rng(seed))
         assert out.shape[:2] == crop and tuple(tgt["sem_seg"].shape) == crop
@@ -116,8 +115,8 @@ def test_padding_equals_the_normalised_mean():
             mean = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
             return (x.float() - mean) / 58.0
 
-    small = (np.full((3, 5, 3), 50, np.uint8), make_target(np.ones((3, 5), np.uint8)), {})
-    full = (np.full((4, 6, 3), 90, np.uint8), make_target(np.ones((4, 6), np.uint8)), {})
+    small = (np.full((3, 5, 3), 50, np.uint8), torch_target(target_arrays(np.ones((3, 5)))), {})
+    full = (np.full((4, 6, 3), 90, np.uint8), torch_target(target_arrays(np.ones((4, 6)))), {})
     images, targets, metas = collate([small, full], pad_to=(4, 4))
     assert images.shape == (2, 3, 4, 6)
     x = normalise_batch(Norm(), images, metas)

@@ -8,6 +8,8 @@ A sample is ``(image, target, meta)``:
   * ``target`` ``{"sem_seg": int64[H, W] (255 = ignore), "boxes": float32[N, 4] xyxy,
     "labels": int64[N]}`` torch tensors (DESIGN.md contract),
   * ``meta``   ``{"file", "label_file", "name", "dataset", "orig_size"}``.
+``sample_arrays(index)`` gives the same with a numpy target whose ``sem_seg`` stays uint8 as
+decoded: training augments that and widens only the final crop to int64 (``torch_target``).
 Boxes span pixel edges: an instance covering columns ``x0..x1`` gives ``[x0, y0, x1 + 1, y1 + 1]``.
 """
 
@@ -27,6 +29,7 @@ from vltseg_core.data.io import DatasetError, check_same_size, read_index_png, r
 from vltseg_core.data.labels import IGNORE_INDEX, apply_lut, cityscapes_lut, thing_train_ids
 
 Sample = tuple[np.ndarray, dict[str, torch.Tensor], dict[str, Any]]
+ArraySample = tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]
 SizePolicy = Literal["error", "resize_label", "crop"]
 
 
@@ -65,16 +68,28 @@ def boxes_from_instance_map(
     return boxes[ok], train[ok]
 
 
-def make_target(
+def target_arrays(
     sem_seg: np.ndarray, boxes: np.ndarray | None = None, labels: np.ndarray | None = None
-) -> dict[str, torch.Tensor]:
+) -> dict[str, np.ndarray]:
+    """A target in numpy: ``sem_seg`` uint8 [H, W] train ids, ``boxes`` float32 [N, 4],
+    ``labels`` int64 [N] (no copies where the inputs already have these types)."""
     boxes = np.zeros((0, 4), np.float32) if boxes is None else boxes
     labels = np.zeros((0,), np.int64) if labels is None else labels
     return {
-        "sem_seg": torch.from_numpy(np.ascontiguousarray(sem_seg)).long(),
-        "boxes": torch.from_numpy(np.ascontiguousarray(boxes, np.float32)).reshape(-1, 4),
-        "labels": torch.from_numpy(np.ascontiguousarray(labels, np.int64)).reshape(-1),
+        "sem_seg": np.ascontiguousarray(sem_seg, np.uint8),
+        "boxes": np.ascontiguousarray(boxes, np.float32).reshape(-1, 4),
+        "labels": np.ascontiguousarray(labels, np.int64).reshape(-1),
     }
+
+
+def torch_target(target: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Numpy target -> the model contract: int64 maps (the one widening of a label map on its
+    way to the model), float32 boxes, int64 per-box entries."""
+    out = {}
+    for k, v in target.items():
+        v = np.ascontiguousarray(v)
+        out[k] = torch.from_numpy(v.astype(np.float32) if k == "boxes" else v.astype(np.int64))
+    return out
 
 
 def _fit_to_image(
@@ -123,8 +138,9 @@ class SegDataset(Dataset):
         """Cityscapes-coded instance map (label id * 1000 + k), or None when there is none."""
         return read_index_png(rec.instance) if rec.instance is not None else None
 
-    def load_target(self, index: int, image_shape: tuple[int, int] | None = None) -> dict:
-        """Target of sample ``index`` without decoding the image (used by scoring)."""
+    def load_target_arrays(self, index: int, image_shape: tuple[int, int] | None = None
+                           ) -> dict[str, np.ndarray]:
+        """Numpy target of sample ``index`` without decoding the image."""
         rec = self.records[index]
         if rec.label is None:
             raise DatasetError(f"{self.name}: sample {rec.image} has no label file")
@@ -137,11 +153,15 @@ class SegDataset(Dataset):
             inst = None if inst is None else _fit_to_image(inst, image_shape, self.size_mismatch, 0)
         sem = apply_lut(raw, self.luts[rec.lut])
         if inst is None:
-            return make_target(sem)
+            return target_arrays(sem)
         if inst.shape != sem.shape:
             raise DatasetError(f"instance map {rec.instance} is {inst.shape}, label {sem.shape}")
         boxes, labels = boxes_from_instance_map(inst, self._inst_lut, self._things)
-        return make_target(sem, boxes, labels)
+        return target_arrays(sem, boxes, labels)
+
+    def load_target(self, index: int, image_shape: tuple[int, int] | None = None) -> dict:
+        """Torch target of sample ``index`` without decoding the image (used by scoring)."""
+        return torch_target(self.load_target_arrays(index, image_shape))
 
     def meta(self, index: int, image_shape: tuple[int, int]) -> dict[str, Any]:
         rec = self.records[index]
@@ -154,10 +174,14 @@ class SegDataset(Dataset):
             **dict(rec.extra),
         }
 
-    def __getitem__(self, index: int) -> Sample:
+    def sample_arrays(self, index: int) -> ArraySample:
         image = read_rgb(self.records[index].image)
         shape = image.shape[:2]
-        return image, self.load_target(index, shape), self.meta(index, shape)
+        return image, self.load_target_arrays(index, shape), self.meta(index, shape)
+
+    def __getitem__(self, index: int) -> Sample:
+        image, target, meta = self.sample_arrays(index)
+        return image, torch_target(target), meta
 
 
 def pair_by_stem(

@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from vltseg_core.data.base import Record, SegDataset
 from vltseg_core.data.io import DatasetError, glob_files, require_dir, require_split_dir
 from vltseg_core.data.labels import train_id_lut, cityscapes_lut
@@ -42,12 +44,29 @@ def _label_record(img: Path, core: str, gt_dir: Path, gt_tag: str, extra=()) -> 
     return Record(img, label, core, lut, inst, tuple(extra))
 
 
-def _check_missing(missing: list[Path], total: int, what: str, expect: str) -> None:
+def _split_records(img_dir: Path, gt_split: Path, image_suffix: str, gt_tag: str, what: str,
+                  extra: tuple[tuple[str, str], ...] = ()) -> list[Record]:
+    """Records of ``img_dir/<seq>/{core}{image_suffix}`` with labels beside the same ``<seq>``
+    under ``gt_split``; ``what`` names the split in errors (a missing label is one error)."""
+    if not gt_split.is_dir():
+        raise DatasetError(f"{what} has no labels: missing {gt_split}")
+    images = glob_files(img_dir, f"*/*{image_suffix}", f"{what} images")
+    records, missing = [], []
+    for img in images:
+        core = img.name[: -len(image_suffix)]
+        rec = _label_record(img, core, gt_split / img.parent.name, gt_tag, extra)
+        (missing.append(img) if rec is None else records.append(rec))
     if missing:
         raise DatasetError(
-            f"{what}: {len(missing)} of {total} images have no label ({expect}), "
-            f"e.g. none for {missing[0]}"
+            f"{what}: {len(missing)} of {len(images)} images have no label "
+            f"(*_{gt_tag}_label*Ids.png), e.g. none for {missing[0]}"
         )
+    return records
+
+
+def _luts() -> dict[str, np.ndarray]:
+    """``*_labelTrainIds.png`` hold train ids, ``*_labelIds.png`` label ids."""
+    return {"train": train_id_lut(), "label": cityscapes_lut()}
 
 
 class Cityscapes(SegDataset):
@@ -58,18 +77,9 @@ class Cityscapes(SegDataset):
     def __init__(self, root: str | Path, split: str = "train", boxes: bool = True) -> None:
         root = require_dir(Path(root), "Cityscapes root")
         img_dir = require_split_dir(root / "leftImg8bit", split, "Cityscapes leftImg8bit")
-        gt_split = root / "gtFine" / split
-        if not gt_split.is_dir():
-            raise DatasetError(f"Cityscapes split '{split}' has no labels: missing {gt_split}")
-        images = glob_files(img_dir, "*/*_leftImg8bit.png", "Cityscapes images")
-        records, missing = [], []
-        for img in images:
-            core = img.name[: -len("_leftImg8bit.png")]
-            rec = _label_record(img, core, gt_split / img.parent.name, "gtFine")
-            (missing.append(img) if rec is None else records.append(rec))
-        _check_missing(missing, len(images), f"Cityscapes {split}", "*_gtFine_label*Ids.png")
-        luts = {"train": train_id_lut(), "label": cityscapes_lut()}
-        super().__init__(records, luts, boxes=boxes)
+        records = _split_records(img_dir, root / "gtFine" / split, "_leftImg8bit.png", "gtFine",
+                                f"Cityscapes split '{split}'")
+        super().__init__(records, _luts(), boxes=boxes)
 
 
 class ACDC(SegDataset):
@@ -93,23 +103,8 @@ class ACDC(SegDataset):
             raise DatasetError(f"ACDC conditions must be among {self.CONDITIONS}, got {conditions}")
         records: list[Record] = []
         for cond in conditions:
-            records += self._condition_records(root, cond, split)
+            img_dir = require_split_dir(root / "rgb_anon" / cond, split, f"ACDC rgb_anon/{cond}")
+            records += _split_records(img_dir, root / "gt" / cond / split, "_rgb_anon.png", "gt",
+                                     f"ACDC {cond}/{split}", (("condition", cond),))
         self.conditions = tuple(conditions)
-        luts = {"train": train_id_lut(), "label": cityscapes_lut()}
-        super().__init__(records, luts, boxes=boxes)
-
-    @staticmethod
-    def _condition_records(root: Path, cond: str, split: str) -> list[Record]:
-        img_dir = require_split_dir(root / "rgb_anon" / cond, split, f"ACDC rgb_anon/{cond}")
-        gt_split = root / "gt" / cond / split
-        if not gt_split.is_dir():
-            raise DatasetError(f"ACDC {cond}/{split} has no labels: missing {gt_split}")
-        images = glob_files(img_dir, "*/*_rgb_anon.png", f"ACDC {cond} images")
-        records, missing = [], []
-        for img in images:
-            core = img.name[: -len("_rgb_anon.png")]
-            extra = (("condition", cond),)
-            rec = _label_record(img, core, gt_split / img.parent.name, "gt", extra)
-            (missing.append(img) if rec is None else records.append(rec))
-        _check_missing(missing, len(images), f"ACDC {cond}/{split}", "*_gt_label*Ids.png")
-        return records
+        super().__init__(records, _luts(), boxes=boxes)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from vltseg_core.data.base import Sample, make_target
+from vltseg_core.data.base import ArraySample, Sample, target_arrays, torch_target
 from vltseg_core.data.io import DatasetError, check_same_size, read_rgb
 from vltseg_core.data.labels import IGNORE_INDEX, name_to_train_id
 
@@ -95,6 +95,10 @@ class CocoDetection(Dataset):
         return np.asarray(rows, np.float32).reshape(-1, 4), np.asarray(labels, np.int64)
 
     def __getitem__(self, index: int) -> Sample:
+        image, target, meta = self.sample_arrays(index)
+        return image, torch_target(target), meta
+
+    def sample_arrays(self, index: int) -> ArraySample:
         info = self.images[index]
         path = self.image_dir / info["file_name"]
         image = read_rgb(path)
@@ -105,4 +109,4 @@ class CocoDetection(Dataset):
         sem = np.full(image.shape[:2], IGNORE_INDEX, np.uint8)
         meta = {"file": str(path), "label_file": None, "name": Path(info["file_name"]).stem,
                 "dataset": self.name, "orig_size": image.shape[:2], "image_id": int(info["id"])}
-        return image, make_target(sem, boxes, labels), meta
+        return image, target_arrays(sem, boxes, labels), meta

@@ -8,8 +8,9 @@ normalises the collated batch and sets padded pixels to the normalised mean.
 Every transform is ``(image uint8[H, W, 3], target dict of numpy, rng) -> (image, target)``
 and draws randomness only from the ``np.random.Generator`` it is given, so a sample depends
 on ``(seed, epoch, index)`` alone (see ``vltseg_core.train.sampling.SeededSamples``). Target maps are every
-2-D entry (``sem_seg`` and e.g. an ``instances`` map); ``boxes`` are xyxy pixel edges and
-every 1-D entry (``labels``, optional ``instance_ids``...) is per-box and filtered with them.
+2-D entry (``sem_seg`` uint8 and e.g. an int32 ``instances`` map: types OpenCV resizes);
+``boxes`` are xyxy pixel edges and every 1-D entry (``labels``, optional ``instance_ids``...) is
+per-box and filtered with them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import cv2
 import numpy as np
 import torch
 
+from vltseg_core.data.base import torch_target
 from vltseg_core.data.labels import IGNORE_INDEX
 
 Target = dict[str, np.ndarray]
@@ -212,47 +214,26 @@ def _convert(img: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarr
     return np.clip(img.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
 
 
-def target_to_numpy(target: dict[str, Any]) -> Target:
-    """Torch/numpy target -> numpy working copy (maps as uint8/int32 for OpenCV)."""
-    out: Target = {}
-    for k, v in target.items():
-        a = v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
-        if k not in ("boxes", "labels") and a.ndim == 2:
-            a = a.astype(np.uint8 if k == "sem_seg" else np.int32)
-        out[k] = a
-    out["boxes"] = out.get("boxes", np.zeros((0, 4))).astype(np.float32).reshape(-1, 4)
-    out["labels"] = out.get("labels", np.zeros((0,))).astype(np.int64).reshape(-1)
-    return out
-
-
-def target_to_torch(target: Target) -> dict[str, torch.Tensor]:
-    """Numpy working target -> the model contract (int64 maps, float32 boxes, int64 labels)."""
-    out = {}
-    for k, v in target.items():
-        v = np.ascontiguousarray(v)
-        out[k] = torch.from_numpy(v.astype(np.float32) if k == "boxes" else v.astype(np.int64))
-    return out
-
-
 def to_chw(image: np.ndarray) -> torch.Tensor:
     """``uint8[H, W, 3]`` -> ``uint8[3, H, W]`` (0..255, unnormalised)."""
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
 class Compose:
-    """Apply transforms in order; takes/returns the dataset's (image, torch target) pair."""
+    """Apply transforms in order to a dataset's ``sample_arrays`` pair (numpy target, label
+    map still uint8) and return the model's torch target (int64 maps) once, at the end."""
 
     def __init__(self, transforms: Sequence[Transform]) -> None:
         self.transforms = list(transforms)
 
-    def __call__(self, image: np.ndarray, target: dict[str, Any],
+    def __call__(self, image: np.ndarray, target: Target,
                  rng: np.random.Generator | torch.Generator | int | None
                  ) -> tuple[np.ndarray, dict[str, torch.Tensor]]:
         rng = as_rng(rng)
-        work = target_to_numpy(target)
+        work = dict(target)
         for t in self.transforms:
             image, work = t(image, work, rng)
-        return np.ascontiguousarray(image), target_to_torch(work)
+        return np.ascontiguousarray(image), torch_target(work)
 
 
 def train_transforms(

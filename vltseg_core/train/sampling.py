@@ -14,7 +14,7 @@ Two things make a killed-and-resumed run repeat the uninterrupted one sample for
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from torch.utils.data import Dataset, DistributedSampler, Sampler
@@ -52,15 +52,25 @@ class ResumableSampler(Sampler[Key]):
             epoch, offset = epoch + 1, 0
 
 
+class ArrayDataset(Protocol):
+    """A dataset that also gives samples with a numpy target (``SegDataset``, ``CocoDetection``)."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: int) -> Any: ...
+    def sample_arrays(self, index: int) -> Any: ...
+
+
 class SeededSamples(Dataset):
-    """``dataset[index]`` through ``transform(image, target, rng)`` seeded by (seed, epoch, index).
+    """``dataset.sample_arrays(index)`` through ``transform(image, target, rng)`` seeded by
+    (seed, epoch, index); ``dataset[index]`` as it is without a transform.
 
     Unlike a dataset with a ``set_epoch`` attribute, the epoch travels with each key, so
-    worker processes and prefetching across an epoch boundary cannot mix up seeds.
+    worker processes and prefetching across an epoch boundary cannot mix up seeds. The
+    transform gets the numpy target, so the label map is widened to int64 once, after the crop.
     """
 
     def __init__(
-        self, dataset: Dataset, transform: Callable[..., Any] | None, seed: int
+        self, dataset: ArrayDataset, transform: Callable[..., Any] | None, seed: int
     ) -> None:
         self.dataset, self.transform, self.seed = dataset, transform, seed
 
@@ -69,9 +79,9 @@ class SeededSamples(Dataset):
 
     def __getitem__(self, key: Key) -> Any:
         epoch, index = key
-        image, target, meta = self.dataset[index]
         if self.transform is None:
-            return image, target, meta
+            return self.dataset[index]
+        image, target, meta = self.dataset.sample_arrays(index)
         rng = np.random.default_rng([self.seed, epoch, index])
         image, target = self.transform(image, target, rng)
         return image, target, meta
