@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,8 @@ def test_eval_then_score_agree(tiny_checkpoint: Path, tmp_path: Path,
     assert set(row) == {"clear", "fog"}
     assert (out / "table.md").read_text().count("|") > 4
     assert any(out.rglob("per_class_iou.png")) and any(out.rglob("confusion_matrix.png"))
+    assert re.search(r"^eval fog 4/4  [\d.]+ img/s  eta 0:00:00$", res.output, re.M)  # not a TTY
+    _check_overlays(out, root)
 
     pred = tmp_path / "pred"
     val = sorted((root / "leftImg8bit" / "val").rglob("*.png"))
@@ -115,8 +118,29 @@ def test_eval_then_score_agree(tiny_checkpoint: Path, tmp_path: Path,
     res = runner.invoke(app, ["score", str(pred / "labels"), "--dataset", "cityscapes",
                               "--root", str(root), "--split", "val", "--out", str(tmp_path / "s")])
     assert res.exit_code == 0, res.output
+    assert re.search(r"^scoring 4/4  [\d.]+ img/s  eta 0:00:00$", res.output, re.M)
     scored = json.loads((tmp_path / "s" / "metrics.json").read_text())
     assert scored["mIoU"] == pytest.approx(row["clear"]["mIoU"], abs=1e-9)
+
+
+def _check_overlays(out: Path, root: Path) -> None:
+    """eval.overlays (3) panels per target: image | prediction over it | ground-truth colours."""
+    from vltseg_core.data.datasets import build_dataset
+    from vltseg_core.evaluation.overlay import colorize
+
+    for target in ("clear", "fog"):
+        panels = sorted((out / "ckpt0_tiny" / target / "overlays").glob("*.png"))
+        assert len(panels) == 3, panels
+    ds = build_dataset("cityscapes", root, "val")
+    image, t, meta = ds[0]
+    first = sorted((out / "ckpt0_tiny" / "clear" / "overlays").glob("*.png"))[0]
+    assert first.name == f"00_{meta['name']}.png"
+    panel = np.asarray(Image.open(first).convert("RGB"))
+    h, w = image.shape[:2]
+    assert panel.shape == (h, 3 * w + 8, 3)
+    np.testing.assert_array_equal(panel[:, :w], image)
+    np.testing.assert_array_equal(panel[:, 2 * w + 8:], colorize(t["sem_seg"].numpy().astype(np.uint8)))
+    assert not np.array_equal(panel[:, w + 4:2 * w + 4], image)  # the prediction is drawn over it
 
 
 def test_data_synth_and_models(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ asserts a margin below it and a multiple of the all-road predictor's mIoU on the
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,13 @@ def test_demo_learns_the_source_and_reports_every_domain(tmp_path: Path) -> None
         assert domain in run.stdout  # the printed table
     assert (out / "eval" / "table.md").is_file()
     assert any((out / "eval").rglob("per_class_iou.png"))
+    for domain in DOMAINS:  # image | prediction | ground truth panels next to the tables
+        assert len(list((out / "eval" / "demo" / domain / "overlays").glob("*.png"))) == 3
+    # stdout is a pipe here: plain progress lines at train.log_every, not a live bar
+    assert re.search(rf"^train {ITERS}/{ITERS}  loss \d+\.\d{{4}}  lr .* it/s  eta 0:00:00$",
+                     run.stdout, re.M)
+    assert len(re.findall(r"^train \d+/", run.stdout, re.M)) == ITERS // 10
+    assert re.search(r"^eval night \d+/\d+  [\d.]+ img/s", run.stdout, re.M)
     root = next(cache.glob("synth-*"))
     chance = _all_road_miou(root)
     clear = results["clear"]["mIoU"]

@@ -47,7 +47,7 @@ def _run(tmp_path: Path, device: torch.device, around) -> Counter:  # noqa: ANN0
     parts, dtype = engine._setup(cfg, info)
     plan, pending = batch_plan(cfg, 1), PendingLogs()
     batches = _batches(torch.Generator().manual_seed(0), device)
-    mon = Monitor(tmp_path, ITERS, 0, active=True, tensorboard=False, progress=False)
+    mon = Monitor(tmp_path, ITERS, 0, active=True, tensorboard=False, live=False)
     try:
         with around() as counts:
             for it in range(ITERS):
@@ -80,7 +80,7 @@ def test_divergence_is_caught_at_the_next_log_read(tmp_path: Path) -> None:
     pending = PendingLogs()
     pending.add(0, ("loss", "grad_norm"), torch.tensor([1.0, 2.0]), 0.1)
     pending.add(1, ("loss", "grad_norm"), torch.tensor([float("nan"), 2.0]), 0.1)
-    mon = Monitor(tmp_path, 2, 0, active=True, tensorboard=False, progress=False)
+    mon = Monitor(tmp_path, 2, 0, active=True, tensorboard=False, live=False)
     with pytest.raises(FloatingPointError, match="loss is nan at iteration 1: training diverged"):
         engine._read_logs(pending, mon, scaler_enabled=False)
     mon.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 from typing import NamedTuple
 
@@ -244,16 +245,19 @@ def test_amp_step_updates_parameters(dtype: torch.dtype, scaler: bool) -> None:
     assert any(not torch.equal(a, b) for a, b in zip(before, parts.model.parameters()))
 
 
-def test_monitor_writes_jsonl_tensorboard_and_no_bar_off_tty(tmp_path: Path) -> None:
+def test_monitor_writes_jsonl_tensorboard_and_progress_lines_off_tty(tmp_path: Path, capsys) -> None:
     from vltseg_core.train.monitor import Monitor
 
     mon = Monitor(tmp_path, total=3, start=0, active=True, tensorboard=True)
-    assert mon.bar is None  # pytest's stderr is not a TTY
+    assert mon.bar.bar is None  # pytest's stdout is not a TTY: plain lines, no live bar
     mon.log_iter({"iter": 0, "loss": 1.5})
     mon.scalars(1, {"loss": 1.5}, "train/")
+    mon.progress(1, 1.5, 1e-3)
     mon.image(1, "sample", np.zeros((4, 6, 3), np.uint8))
     mon.log_eval(1, {"clear": {"mIoU": 0.5, "IoU": {"road": 0.5}}})
     mon.close()
+    line = capsys.readouterr().out.strip()
+    assert re.fullmatch(r"train 1/3  loss 1\.5000  lr 1\.00e-03  [\d.]+ it/s  eta \d+:\d\d:\d\d", line)
     assert read_jsonl(tmp_path / "loss.jsonl") == [{"iter": 0, "loss": 1.5}]
     assert read_jsonl(tmp_path / "eval.jsonl") == [{"iter": 1, "clear": {"mIoU": 0.5}}]
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))

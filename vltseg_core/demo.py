@@ -3,7 +3,8 @@
 1. generate the benchmark into the cache (once; keyed by generator version, size and seed,
    written to a temp folder and renamed so an interrupted generation is never reused),
 2. train ``configs/demo.yaml`` (tiny preset) on the ``clear`` source domain,
-3. evaluate on clear + fog/night/rain/snow and print the table and where the plots are.
+3. evaluate on clear + fog/night/rain/snow and print the table and where the plots and the
+   prediction overlays (image | prediction | ground truth, a few per domain) are.
 """
 
 from __future__ import annotations
@@ -66,6 +67,6 @@ def run_demo(cache: Path | None, out: Path, overrides: Sequence[str] = (),
     if result.metrics:
         print(table_markdown({cfg.name: result.metrics}))
     print(f"checkpoint: {result.checkpoint}")
-    print(f"reports and plots: {result.out_dir / 'eval'}")
+    print(f"reports, plots and prediction overlays: {result.out_dir / 'eval'}")
     print(f"tensorboard --logdir {result.out_dir / 'tb'}")
     return result.metrics

@@ -14,11 +14,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import torch
 from torch import nn
 
 from vltseg_core.env import apply_threads
 from vltseg_core.evaluation.inference import InferenceSpec, infer
+from vltseg_core.evaluation.overlay import comparison_panel
+from vltseg_core.progress import image_progress
 from vltseg_core.train.distributed import all_gather_objects, cleanup, get_info, init_distributed
 
 Table = dict[str, dict[str, dict]]  # row (checkpoint) -> target -> metrics
@@ -33,6 +37,7 @@ class DatasetEval:
     det_pred: list[dict] = field(default_factory=list)
     sizes: list[tuple[int, int]] = field(default_factory=list)
     num_images: int = 0
+    examples: list[tuple[str, np.ndarray]] = field(default_factory=list)  # name, comparison panel
 
 
 def shard(n: int, max_images: int = 0) -> list[int]:
@@ -58,27 +63,39 @@ def _keep(sample: Any) -> Any:
 
 @torch.no_grad()
 def evaluate_dataset(model: nn.Module, dataset: Any, spec: InferenceSpec, num_classes: int,
-                     max_images: int = 0, detection: bool = False, workers: int = 0
-                     ) -> DatasetEval:
-    """Confusion matrix (and detections if ``detection``) of ``model`` over ``dataset``."""
+                     max_images: int = 0, detection: bool = False, workers: int = 0,
+                     desc: str = "eval", examples: int = 0) -> DatasetEval:
+    """Confusion matrix (and detections if ``detection``) of ``model`` over ``dataset``; rank 0
+    also keeps image | prediction | ground truth panels of its first ``examples`` images."""
     from vltseg_core.evaluation.metrics import ConfusionMatrix
 
     model.eval()
     cm = ConfusionMatrix(num_classes, device=next(model.parameters()).device)
-    gts, preds, sizes = [], [], []
-    for image, target, _meta in _samples(dataset, shard(len(dataset), max_images), workers):
+    gts, preds, sizes, panels = [], [], [], []
+    indices = shard(len(dataset), max_images)
+    main = get_info()[0] == 0
+    progress = image_progress(desc, len(indices)) if main else None
+    for done, (image, target, meta) in enumerate(_samples(dataset, indices, workers), 1):
         img = torch.as_tensor(image).permute(2, 0, 1)  # HWC uint8 -> CHW
         label = target["sem_seg"]
         p = infer(model, img, spec, out_size=tuple(label.shape[-2:]))
         if p.scores is not None:
-            cm.update(p.scores.argmax(0), label.to(cm.mat.device))
+            pred = p.scores.argmax(0)
+            cm.update(pred, label.to(cm.mat.device))
+            if main and len(panels) < examples:
+                panels.append((meta["name"], comparison_panel(
+                    np.asarray(image), pred.byte().cpu().numpy(), label.byte().numpy())))
         if detection and p.detections is not None:
             gts.append({"boxes": target["boxes"], "labels": target["labels"]})
             preds.append(p.detections)
             sizes.append(tuple(img.shape[-2:]))
+        if progress is not None:
+            progress.update(done)
+    if progress is not None:
+        progress.close()
     cm.reduce()
     n = min(len(dataset), max_images) if max_images else len(dataset)
-    result = DatasetEval(cm.mat.cpu(), num_images=n)
+    result = DatasetEval(cm.mat.cpu(), num_images=n, examples=panels)
     if detection:
         for g, d, s in all_gather_objects((gts, preds, sizes)):
             result.det_gt += g
@@ -107,21 +124,26 @@ def summarize(ev: DatasetEval, classes: Sequence[int] | None = None) -> dict[str
 
 def evaluate_targets(model: nn.Module, cfg: Any, out_dir: Path | None = None,
                      quick: bool = False, row: str | None = None) -> dict[str, dict]:
-    """Evaluate every ``cfg.eval.targets`` entry; rank 0 writes reports under ``out_dir``."""
+    """Evaluate every ``cfg.eval.targets`` entry; rank 0 writes reports and ``eval.overlays``
+    prediction panels per target under ``out_dir``."""
     from vltseg_core.train.loader import build_dataset
 
     spec = InferenceSpec.from_config(cfg.eval)
     detection = cfg.task in ("det", "joint")
     cap = cfg.eval.max_images if quick else 0
+    row = row or cfg.name
+    examples = 0 if quick or out_dir is None else cfg.eval.overlays
     results: dict[str, dict] = {}
     for target in cfg.eval.targets:
         dataset = build_dataset(target, boxes=detection)
         tspec = target_spec(spec, target)
         ev = evaluate_dataset(model, dataset, tspec, cfg.model.num_classes, cap, detection,
-                              cfg.eval.num_workers)
+                              cfg.eval.num_workers, desc=f"eval {target.title}", examples=examples)
         results[target.title] = summarize(ev, cfg.eval.classes)
+        if ev.examples:
+            write_overlays(_target_dir(out_dir, row, target.title) / "overlays", ev.examples)
     if out_dir is not None and get_info()[0] == 0:
-        write_reports({row or cfg.name: results}, out_dir, averaged_targets(cfg))
+        write_reports({row: results}, out_dir, averaged_targets(cfg))
     return results
 
 
@@ -139,8 +161,26 @@ def averaged_targets(cfg: Any) -> list[str]:
     return [t.title for t in cfg.eval.targets if getattr(t, "in_average", True)]
 
 
+def write_overlays(folder: Path, panels: Sequence[tuple[str, np.ndarray]]) -> list[Path]:
+    """``{k:02d}_{name}.png`` per panel (RGB arrays); earlier panels of the folder are removed,
+    so a re-run with fewer images leaves none of the old ones."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.png"):
+        old.unlink()
+    paths = []
+    for k, (name, panel) in enumerate(panels):
+        paths.append(folder / f"{k:02d}_{_slug(name)}.png")
+        if not cv2.imwrite(str(paths[-1]), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"could not write {paths[-1]}")
+    return paths
+
+
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+def _target_dir(out_dir: Path, row: str, target: str) -> Path:
+    return Path(out_dir) / _slug(row) / _slug(target)
 
 
 def table_markdown(table: Table, average_over: Sequence[str] | None = None) -> str:
@@ -161,20 +201,30 @@ def table_markdown(table: Table, average_over: Sequence[str] | None = None) -> s
 
 def write_reports(table: Table, out_dir: Path, average_over: Sequence[str] | None = None
                   ) -> dict[str, Path]:
-    """``metrics.json`` (all numbers and matrices), ``table.md``, and per row/target
-    ``metrics.{json,md}``, ``per_class_iou.png``, ``confusion_matrix.png``."""
+    """Per row/target ``metrics.{json,md}``, ``per_class_iou.png``, ``confusion_matrix.png``,
+    then :func:`write_table`."""
     from vltseg_core.data.labels import class_names, palette
-    from vltseg_core.evaluation.report import write_json, write_report
+    from vltseg_core.evaluation.report import write_report
 
-    out_dir = Path(out_dir)
     names = list(class_names())
     for row, results in table.items():
         for target, res in results.items():
             if "confusion" in res:
                 metrics = {k: v for k, v in res.items() if k != "confusion"}
-                write_report(out_dir / _slug(row) / _slug(target), metrics, res["confusion"], names,
+                write_report(_target_dir(out_dir, row, target), metrics, res["confusion"], names,
                              f"{row} on {target}", {"images": res["images"]},
                              colors=palette()[: len(names)])
+    return write_table(table, out_dir, average_over)
+
+
+def write_table(table: Table, out_dir: Path, average_over: Sequence[str] | None = None
+                ) -> dict[str, Path]:
+    """``metrics.json`` (all numbers and matrices) and ``table.md`` over every row (the
+    average over ``average_over``, default all targets)."""
+    from vltseg_core.evaluation.report import write_json
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     md = out_dir / "table.md"
     md.write_text(table_markdown(table, average_over))
     return {"metrics": write_json(out_dir / "metrics.json", table), "table": md}
@@ -205,11 +255,12 @@ def run_eval(cfg: Any, checkpoints: Sequence[Path], out_dir: Path | None = None)
     try:
         for path in checkpoints:
             model = load_for_eval(path, info.device)
-            table[checkpoint_row(path)] = evaluate_targets(model, cfg)
+            row = checkpoint_row(path)
+            table[row] = evaluate_targets(model, cfg, out_dir, row=row)  # its reports, overlays
         if info.is_main:
-            paths = write_reports(table, out_dir, averaged_targets(cfg))
+            paths = write_table(table, out_dir, averaged_targets(cfg))
             print(table_markdown(table, averaged_targets(cfg)))
-            print(f"reports: {out_dir} (table: {paths['table']})")
+            print(f"reports and prediction overlays: {out_dir} (table: {paths['table']})")
     finally:
         cleanup()
     return table

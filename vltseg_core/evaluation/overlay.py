@@ -1,4 +1,5 @@
-"""Colourised label maps and overlays (``vltseg predict``, Tensorboard sample images)."""
+"""Colourised label maps and overlays (``vltseg predict``, evaluation examples, Tensorboard
+sample images)."""
 
 from __future__ import annotations
 
@@ -39,3 +40,15 @@ def side_by_side(*panels: np.ndarray) -> np.ndarray:
     for i, p in enumerate(panels):
         parts += ([gap] if i else []) + [p]
     return np.concatenate(parts, axis=1)
+
+
+def comparison_panel(image: np.ndarray, pred: np.ndarray | None, gt: np.ndarray | None
+                     ) -> np.ndarray:
+    """image | prediction over the image | ground-truth colours (ignore black), left to right;
+    a missing prediction or ground truth leaves its panel out."""
+    panels = [image]
+    if pred is not None:
+        panels.append(overlay(image, pred))
+    if gt is not None:
+        panels.append(colorize(gt))
+    return side_by_side(*panels)

@@ -28,6 +28,7 @@ from vltseg_core.data.io import DatasetError, read_index_png
 from vltseg_core.data.labels import NUM_CLASSES, cityscapes_lut, class_names, palette
 from vltseg_core.evaluation.metrics import ConfusionMatrix
 from vltseg_core.evaluation.report import pct, write_report
+from vltseg_core.progress import image_progress
 
 PredFormat = Literal["auto", "trainIds", "labelIds"]
 
@@ -97,22 +98,19 @@ def score_folder(pred_dir: str | Path, dataset: str, root: str | Path, split: st
     if fmt not in ("trainIds", "labelIds"):
         raise ValueError(f"pred_format must be auto, trainIds or labelIds, got {pred_format}")
     cm = ConfusionMatrix(NUM_CLASSES)
-    for i in _progress(range(len(ds)), progress):
+    bar = image_progress("scoring", len(ds)) if progress else None
+    for i in range(len(ds)):
         gt = ds.load_target(i)["sem_seg"]
         pred = read_prediction(preds[i], fmt)
         if tuple(pred.shape) != tuple(gt.shape):
             raise DatasetError(f"size mismatch: prediction {preds[i]} is {pred.shape[::-1]} but "
                                f"ground truth {ds.records[i].label} is {tuple(gt.shape)[::-1]}")
         cm.update(torch.from_numpy(pred.astype(np.int64)), gt)
+        if bar is not None:
+            bar.update(i + 1)
+    if bar is not None:
+        bar.close()
     return ScoreResult(cm.compute(classes).as_dict(class_names()), cm.mat.numpy(), len(ds), fmt)
-
-
-def _progress(it, enabled: bool):
-    if not enabled:
-        return it
-    from rich.progress import track
-
-    return track(it, description="scoring")
 
 
 def score_main(pred_dir: Path, dataset: str, root: Path, split: str, out: Path,

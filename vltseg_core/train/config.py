@@ -139,6 +139,7 @@ class EvalConfig:
     num_workers: int = 0  # image decoding workers (inference itself is one image at a time)
     at_end: bool = True
     max_images: int = 0  # 0 = all; a cap for quick periodic evaluation during training
+    overlays: int = 3  # image | prediction | ground truth panels written per target (0: none)
     classes: tuple[int, ...] | None = None  # train ids the means run over (SYNTHIA: 16)
 
 
@@ -318,6 +319,7 @@ def _range_checks(cfg: Config) -> list[tuple[str, Any, bool, str]]:
     checks = [(k, v, v > 0, "> 0") for k, v in positive.items()]
     return checks + [
         ("eval.num_workers", e.num_workers, e.num_workers >= 0, ">= 0"),
+        ("eval.overlays", e.overlays, e.overlays >= 0, ">= 0"),
         ("train.threads", t.threads, t.threads >= 0, ">= 0"),
         ("data.num_workers", d.num_workers, d.num_workers >= 0, ">= 0"),
         ("train.weight_decay", t.weight_decay, t.weight_decay >= 0, ">= 0"),

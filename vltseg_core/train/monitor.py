@@ -1,4 +1,5 @@
-"""What a run reports while it trains: the JSONL loss curve, Tensorboard, progress.
+"""What a run reports while it trains: the JSONL loss curve, Tensorboard, progress (a live bar
+on a terminal, plain lines in logs and CI).
 
 Only rank 0 writes; other ranks get a :class:`Monitor` whose methods do nothing. The JSONL
 file is the source of truth for the loss curve (one line per iteration). Rows wait on the
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from vltseg_core.files import atomic_write
+from vltseg_core.progress import Progress
 
 
 def truncate_jsonl(path: Path, keep_below: int) -> None:
@@ -66,11 +68,13 @@ class Monitor:
     """Rank-0 sinks for scalars and images; construct with ``active=False`` on other ranks."""
 
     def __init__(self, out_dir: Path, total: int, start: int, active: bool,
-                 tensorboard: bool = True, progress: bool | None = None) -> None:
+                 tensorboard: bool = True, live: bool | None = None) -> None:
+        """live: a tqdm bar (default: on a terminal), else a plain line per :meth:`progress`
+        call, which the loop makes every ``train.log_every`` iterations."""
         self.active, self.out_dir = active, out_dir
         self.jsonl = None
         self.tb = None
-        self.bar = None
+        self.bar: Progress | None = None
         if not active:
             return
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -80,11 +84,7 @@ class Monitor:
         self.jsonl = open(path, "a", buffering=1)  # line-buffered: a kill loses <= 1 written line
         if tensorboard:
             self.tb = _summary_writer(out_dir / "tb")
-        if progress is None:
-            progress = sys.stderr.isatty()
-        if progress:
-            from tqdm import tqdm
-            self.bar = tqdm(total=total, initial=start, desc="train", dynamic_ncols=True)
+        self.bar = Progress("train", total, start=start, live=live)
 
     def log_iter(self, record: dict[str, Any]) -> None:
         """One JSONL line per iteration (full float precision, for curve comparisons)."""
@@ -113,10 +113,9 @@ class Monitor:
             self.tb.add_image(tag, torch.from_numpy(image).permute(2, 0, 1), step)
 
     def progress(self, step: int, loss: float, lr: float) -> None:
+        """Iterations done, loss, lr, it/s and ETA: a live bar or a plain line (log files, CI)."""
         if self.bar is not None:
-            self.bar.n = step
-            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
-            self.bar.refresh()
+            self.bar.update(step, loss=f"{loss:.4f}", lr=f"{lr:.2e}")
 
     def close(self) -> None:
         if self.jsonl is not None:

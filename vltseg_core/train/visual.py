@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vltseg_core.evaluation.overlay import colorize, overlay, side_by_side
+from vltseg_core.evaluation.overlay import comparison_panel
 
 
 @torch.no_grad()
@@ -28,11 +28,6 @@ def prediction_panel(model: nn.Module, batch: Any) -> np.ndarray:
     finally:
         model.train(was_training)
     rgb = image[0].permute(1, 2, 0).cpu().numpy().astype(np.uint8)
-    panels = [rgb]
-    if out.sem_seg is not None:
-        pred = out.sem_seg[0].argmax(0).cpu().numpy().astype(np.uint8)
-        panels.append(overlay(rgb, pred))
+    pred = None if out.sem_seg is None else out.sem_seg[0].argmax(0).cpu().numpy().astype(np.uint8)
     gt = targets[0].get("sem_seg")
-    if gt is not None:
-        panels.append(colorize(gt.cpu().numpy().astype(np.uint8)))
-    return side_by_side(*panels)
+    return comparison_panel(rgb, pred, None if gt is None else gt.cpu().numpy().astype(np.uint8))
