@@ -58,3 +58,12 @@ def test_demo_learns_the_source_and_reports_every_domain(tmp_path: Path) -> None
     clear = results["clear"]["mIoU"]
     assert clear >= THRESHOLD, f"clear mIoU {clear:.3f} < {THRESHOLD} (measured {MEASURED})"
     assert clear >= 3 * chance, f"clear mIoU {clear:.3f} is not well above chance {chance:.3f}"
+
+    # the bench on these trained weights and frames: class maps varied enough to compare
+    bench = tmp_path / "bench.json"
+    vltseg("bench", "--checkpoint", str(out / "model_final.pt"), "--images",
+           str(root / "leftImg8bit" / "val"), "--batches", "2", "--repeats", "1",
+           "--backends", "torch-fp32,ort-fp32", "--workdir", str(tmp_path), "--json", str(bench))
+    rows = {r["backend"]: r for r in json.loads(bench.read_text())}
+    assert rows["ort-fp32"]["weights"] == "model_final.pt"
+    assert rows["ort-fp32"]["agreement"] >= 0.999, rows["ort-fp32"]

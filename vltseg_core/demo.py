@@ -70,3 +70,13 @@ def run_demo(cache: Path | None, out: Path, overrides: Sequence[str] = (),
     print(f"reports, plots and prediction overlays: {result.out_dir / 'eval'}")
     print(f"tensorboard --logdir {result.out_dir / 'tb'}")
     return result.metrics
+
+
+def demo_checkpoint(out: Path = Path("runs/demo"), cache: Path | None = None) -> tuple[Path, Path]:
+    """The demo's trained checkpoint and its benchmark's clear val frames (`vltseg bench
+    --demo`); runs the demo first when ``out`` has no checkpoint."""
+    checkpoint = Path(out) / "model_final.pt"
+    if not checkpoint.is_file():
+        run_demo(cache, out)
+    root = ensure_synth(cache or default_cache())
+    return checkpoint, root / "leftImg8bit" / "val"

@@ -12,6 +12,7 @@ import typer
 
 if TYPE_CHECKING:
     from vltseg_core.export.metadata import ModelMetadata
+    from vltseg_core.runtime.bench import BenchModel
     from vltseg_core.runtime.domain_shift import ShiftBand
 
 
@@ -119,18 +120,18 @@ def _variants(path: Path, *, fp16: bool, int8: bool, check: bool = True) -> list
 
 
 def run_bench(
-    presets: list[str],
+    presets: list[str | BenchModel],
     size: tuple[int, int] | None = None,
     batches: list[int] | None = None,
     backends: list[str] | None = None,
-    repeats: int = 3,
+    repeats: int = 5,
     warmup: int = 0,
     threads: int = 0,
     json_out: Path | None = None,
     workdir: Path | None = None,
 ) -> str:
     """Bench every preset, print rows as they finish, return the Markdown table."""
-    from vltseg_core.runtime.bench import ROWS, bench_preset, format_table, save_json
+    from vltseg_core.runtime.bench import ROWS, bench_preset, busy_warning, format_table, save_json
 
     rows = []
     for preset in presets:
@@ -141,7 +142,8 @@ def run_bench(
         )
     if json_out:
         save_json(rows, json_out)
-    return format_table(rows)
+    warning = busy_warning(rows)
+    return format_table(rows) + (f"\n\n{warning}" if warning else "")
 
 
 def _size(height: int | None, width: int | None) -> tuple[int, int] | None:
@@ -163,6 +165,10 @@ _THREADS_HELP = "intra-op threads for torch and ONNX Runtime (0: their defaults)
 _CALIBRATE_HELP = ("folder of source-domain validation images: store the domain-shift confidence "
                    "band measured on them in the model (read by the ROS node)")
 _WORKDIR_HELP = "keep/reuse exported graphs here (default: a temp dir)"
+_CHECKPOINT_HELP = "bench this checkpoint's preset with its trained weights (not --presets)"
+_IMAGES_HELP = "frames to run on, resized to the input size (default: smooth noise)"
+_DEMO_HELP = ("--checkpoint runs/demo/model_final.pt (running `vltseg demo` first if absent) "
+              "and --images its benchmark's clear val frames: a class agreement that tests")
 
 
 def export_command(
@@ -194,20 +200,35 @@ def export_command(
 
 
 def bench_command(
-    presets: Annotated[str, typer.Option(help="comma-separated presets")] = _BENCH_PRESETS,
+    presets: Annotated[str, typer.Option(help="comma-separated presets (random weights)")] = _BENCH_PRESETS,
     height: Annotated[int | None, typer.Option(help="input height (default: preset's)")] = None,
     width: Annotated[int | None, typer.Option(help="input width (default: preset's)")] = None,
     batches: Annotated[str, typer.Option(help="comma-separated batch sizes")] = "1,4",
     backends: Annotated[str | None, typer.Option(help=_BACKENDS_HELP)] = None,
-    repeats: Annotated[int, typer.Option(help="timed interleaved rounds per row (best kept)")] = 3,
+    repeats: Annotated[int, typer.Option(help="timed interleaved rounds per row (median kept)")] = 5,
     warmup: Annotated[int, typer.Option(help="extra untimed calls per row")] = 0,
     threads: Annotated[int, typer.Option(help=_THREADS_HELP)] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write rows as JSON")] = None,
     workdir: Annotated[Path | None, typer.Option(help=_WORKDIR_HELP)] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help=_CHECKPOINT_HELP)] = None,
+    images: Annotated[Path | None, typer.Option(help=_IMAGES_HELP)] = None,
+    demo: Annotated[bool, typer.Option(help=_DEMO_HELP)] = False,
 ) -> None:
     """Time torch / ONNX Runtime / TensorRT side by side; ratios to eager torch fp32."""
+    from vltseg_core.runtime.bench import BenchModel
+
+    models: list[str | BenchModel] = list(_csv(presets) or [])
+    if demo:
+        from vltseg_core.demo import demo_checkpoint
+
+        checkpoint, demo_frames = demo_checkpoint()
+        images = images or demo_frames
+    if checkpoint is not None:
+        models = [BenchModel("", checkpoint=checkpoint, images_dir=images)]
+    elif images is not None:
+        models = [BenchModel(p, images_dir=images) for p in models]  # type: ignore[arg-type]
     table = run_bench(
-        _csv(presets) or [], _size(height, width), [int(b) for b in _csv(batches) or []],
+        models, _size(height, width), [int(b) for b in _csv(batches) or []],
         _csv(backends), repeats, warmup, threads, json_out, workdir,
     )
     typer.echo(table)
