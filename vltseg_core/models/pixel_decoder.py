@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .init import c2_xavier_fill, xavier_linears
 from .pyramid import FeaturePyramid
 
 
@@ -127,6 +128,7 @@ class DeformableEncoderLayer(nn.Module):
                                  nn.Linear(ffn_dim, dim))
         self.norm2 = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
+        xavier_linears(self.ffn)  # Mask2Former's MSDeformAttnTransformerEncoderOnly._reset_parameters
 
     def forward(self, src: Tensor, pos: Tensor, reference_points: Tensor,
                 shapes: Sequence[tuple[int, int]]) -> Tensor:
@@ -145,8 +147,9 @@ def _reference_points(shapes: Sequence[tuple[int, int]], like: Tensor) -> Tensor
     return torch.cat(points).unsqueeze(0)
 
 
-def _proj(in_dim: int, out_dim: int, kernel: int = 1, act: bool = False) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.Conv2d(in_dim, out_dim, kernel, padding=kernel // 2, bias=False),
+def _proj(in_dim: int, out_dim: int, kernel: int = 1, act: bool = False, bias: bool = False) -> nn.Sequential:
+    """Conv + GroupNorm(32) (+ ReLU); weights as the reference (see ``__init__``)."""
+    layers: list[nn.Module] = [nn.Conv2d(in_dim, out_dim, kernel, padding=kernel // 2, bias=bias),
                                nn.GroupNorm(min(32, out_dim), out_dim)]
     if act:
         layers.append(nn.ReLU(inplace=True))
@@ -169,7 +172,7 @@ class MSDeformablePixelDecoder(nn.Module):
                  ffn_dim: int = 1024, dropout: float = 0.0) -> None:
         super().__init__()
         self.num_levels = 3
-        self.input_proj = nn.ModuleList(_proj(in_dim, conv_dim) for _ in range(self.num_levels))
+        self.input_proj = nn.ModuleList(_proj(in_dim, conv_dim, bias=True) for _ in range(self.num_levels))
         self.level_embed = nn.Parameter(torch.empty(self.num_levels, conv_dim).normal_())
         self.layers = nn.ModuleList(
             DeformableEncoderLayer(conv_dim, self.num_levels, num_heads, num_points, ffn_dim, dropout)
@@ -178,11 +181,13 @@ class MSDeformablePixelDecoder(nn.Module):
         self.output_conv = _proj(conv_dim, conv_dim, kernel=3, act=True)
         self.mask_features = nn.Conv2d(conv_dim, mask_dim, 1)
         self.conv_dim, self.mask_dim = conv_dim, mask_dim
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.xavier_uniform_(module.weight, gain=1)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        # Mask2Former MSDeformAttnPixelDecoder: input projections xavier-uniform (gain 1, bias 0),
+        # the FPN lateral / output convs and the mask-feature conv c2_xavier_fill
+        for proj in self.input_proj:
+            nn.init.xavier_uniform_(proj[0].weight, gain=1)
+            nn.init.zeros_(proj[0].bias)
+        for conv in (self.lateral[0], self.output_conv[0], self.mask_features):
+            c2_xavier_fill(conv)
 
     def forward(self, pyramid: FeaturePyramid) -> PixelDecoderOutput:
         """Pyramid ``[B, in_dim, H/s, W/s]`` -> mask features + 3 refined scales."""
