@@ -65,12 +65,13 @@ class Preset:
     mask_weight: float = 5.0
     dice_weight: float = 5.0
     no_object_weight: float = 0.1
+    seg_upsample: str = "logits"  # semantic inference order: "logits" (reference) or "scores"
     # Faster R-CNN (torchvision) on the pyramid
     anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
     box_convs: int = 4
     box_fc: int = 1024
     rpn_pre_nms: tuple[int, int] = (2000, 1000)
-    rpn_post_nms: tuple[int, int] = (2000, 1000)
+    rpn_post_nms: tuple[int, int] = (1000, 1000)  # ViTDet (detectron2 mask_rcnn_fpn): 1000 / 1000
     rpn_batch: int = 256
     roi_batch: int = 512
     detections_per_img: int = 100
@@ -157,7 +158,8 @@ def build_from_preset(cfg: Preset, num_classes: int) -> VLTSeg:
         det_head = PyramidDetector(num_classes, cfg.pyramid_dim, cfg.anchor_sizes, cfg.box_convs, cfg.box_fc,
                                    cfg.rpn_pre_nms, cfg.rpn_post_nms, cfg.rpn_batch, cfg.roi_batch,
                                    detections_per_img=cfg.detections_per_img)
-    return VLTSeg(encoder, pyramid, seg_head, det_head, num_classes=num_classes, input_size=cfg.input_size)
+    return VLTSeg(encoder, pyramid, seg_head, det_head, num_classes=num_classes, input_size=cfg.input_size,
+                  seg_upsample=cfg.seg_upsample)
 
 
 def build_model(preset: str | Preset, num_classes: int, checkpoint: str | os.PathLike | None = None,
