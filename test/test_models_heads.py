@@ -158,3 +158,57 @@ def test_decoder_attention_masks_are_not_copied_per_head(monkeypatch: pytest.Mon
         sizes = [2 * 3, 4 * 6, 8 * 12]  # strides 32, 16, 8 of 64 x 96, round robin
         queries = decoder.query_feat.num_embeddings
         assert masks == [(2, 1, queries, sizes[i % 3]) for i in range(decoder.num_layers)]
+
+
+def test_pixel_decoder_recomputation_changes_no_result() -> None:
+    """Recomputing the deformable layers (and their sampled values) in backward gives the
+    outputs and gradients of keeping every activation, to 1e-5."""
+    import copy
+
+    from vltseg_core.models.pixel_decoder import MSDeformablePixelDecoder
+    from vltseg_core.models.pyramid import FeaturePyramid
+
+    torch.manual_seed(0)
+    kept = MSDeformablePixelDecoder(16, conv_dim=32, mask_dim=24, num_layers=2, num_heads=4,
+                                    ffn_dim=64, grad_checkpointing=False).train()
+    for layer in kept.layers:  # zero-initialised: no gradient would reach the queries
+        torch.nn.init.normal_(layer.attn.sampling_offsets.weight, std=0.1)
+        torch.nn.init.normal_(layer.attn.attention_weights.weight, std=0.1)
+    recomputed = copy.deepcopy(kept)
+    recomputed.grad_checkpointing = True
+    for layer in recomputed.layers:
+        layer.attn.recompute_sampling = True
+    maps = [torch.randn(2, 16, 64 // s, 96 // s) for s in (4, 8, 16, 32)]
+    results = []
+    for decoder in (kept, recomputed):
+        inputs = [m.clone().requires_grad_() for m in maps]
+        out = decoder(FeaturePyramid(*inputs))
+        loss = out.mask_features.square().mean() + sum(m.sin().mean() for m in out.multi_scale)
+        loss.backward()
+        grads = [p.grad for p in decoder.parameters()] + [i.grad for i in inputs]
+        results.append(([out.mask_features, *out.multi_scale], grads))
+    for a, b in zip(*(outs + grads for outs, grads in results)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    assert all(g is not None and g.abs().sum() > 0 for g in results[1][1])
+
+
+def test_pixel_decoder_keeps_under_a_third_for_backward() -> None:
+    """What a training forward leaves allocated for backward (the profiler's net allocations:
+    saved activations + outputs): recomputation keeps under a third of keeping everything.
+    bench/bench_msda_memory.py measures the real peak at B/16 sizes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from vltseg_core.models.pixel_decoder import MSDeformablePixelDecoder
+    from vltseg_core.models.pyramid import FeaturePyramid
+
+    maps = FeaturePyramid(*(torch.randn(1, 32, 128 // s, 128 // s) for s in (4, 8, 16, 32)))
+    held = {}
+    for recompute in (False, True):
+        torch.manual_seed(0)
+        decoder = MSDeformablePixelDecoder(32, conv_dim=64, mask_dim=64, num_layers=3, num_heads=4,
+                                           ffn_dim=128, grad_checkpointing=recompute).train()
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            out = decoder(maps)
+        held[recompute] = sum(e.self_cpu_memory_usage for e in prof.events())
+        del out
+    assert held[True] < held[False] / 3, held

@@ -52,6 +52,7 @@ class Preset:
     pd_heads: int = 8
     pd_points: int = 4
     pd_ffn: int = 1024
+    pd_grad_checkpointing: bool = True  # recompute the deformable layers in backward (memory)
     mask_dim: int = 256
     hidden_dim: int = 256
     num_queries: int = 100
@@ -146,7 +147,8 @@ def build_from_preset(cfg: Preset, num_classes: int) -> VLTSeg:
     seg_head = det_head = None
     if cfg.seg:
         pixel_decoder = MSDeformablePixelDecoder(cfg.pyramid_dim, cfg.hidden_dim, cfg.mask_dim, cfg.pd_layers,
-                                                 cfg.pd_heads, cfg.pd_points, cfg.pd_ffn)
+                                                 cfg.pd_heads, cfg.pd_points, cfg.pd_ffn,
+                                                 grad_checkpointing=cfg.pd_grad_checkpointing)
         decoder = MaskedAttentionDecoder(num_classes, cfg.hidden_dim, cfg.hidden_dim, cfg.num_queries,
                                          cfg.dec_heads, cfg.dec_ffn, cfg.dec_layers, cfg.mask_dim)
         matcher = HungarianMatcher(cfg.class_weight, cfg.mask_weight, cfg.dice_weight, cfg.train_points)
