@@ -63,13 +63,14 @@ def semantic_inference(logits: Tensor, masks: Tensor, size: tuple[int, int] | No
     autocast = torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
     fp32 = torch.autocast(device, enabled=False) if autocast else nullcontext()
     with fp32:
-        masks = masks.float()
-        if size is not None:
-            masks = F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
-            if crop is not None:
-                masks = masks[..., :crop[0], :crop[1]]
         probs = logits.float().softmax(-1)[..., :-1]
-        return torch.einsum("bqk,bqhw->bkhw", probs, masks.sigmoid())  # B,K,H,W
+        if size is None:
+            return torch.einsum("bqk,bqhw->bkhw", probs, masks.float().sigmoid())  # B,K,h,w
+        masks = F.interpolate(masks.float(), size=size, mode="bilinear", align_corners=False)
+        if crop is not None:
+            masks = masks[..., :crop[0], :crop[1]]
+        # in place: the [B, Q, H, W] full-size masks exist once (B/16, 512 x 1024: 200 MB)
+        return torch.einsum("bqk,bqhw->bkhw", probs, masks.sigmoid_())  # B,K,H,W
 
 
 class Mask2FormerHead(nn.Module):
