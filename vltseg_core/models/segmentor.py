@@ -67,10 +67,12 @@ def semantic_inference(logits: Tensor, masks: Tensor, size: tuple[int, int] | No
         if size is None:
             return torch.einsum("bqk,bqhw->bkhw", probs, masks.float().sigmoid())  # B,K,h,w
         masks = F.interpolate(masks.float(), size=size, mode="bilinear", align_corners=False)
+        # in place, the [B, Q, H, W] full-size masks exist once (B/16 512 x 1024: 200 MB); not
+        # while TorchScript traces (its ONNX exporter mistraces the in-place op)
+        masks = masks.sigmoid() if torch.jit.is_tracing() else masks.sigmoid_()
         if crop is not None:
             masks = masks[..., :crop[0], :crop[1]]
-        # in place: the [B, Q, H, W] full-size masks exist once (B/16, 512 x 1024: 200 MB)
-        return torch.einsum("bqk,bqhw->bkhw", probs, masks.sigmoid_())  # B,K,H,W
+        return torch.einsum("bqk,bqhw->bkhw", probs, masks)  # B,K,H,W
 
 
 class Mask2FormerHead(nn.Module):
