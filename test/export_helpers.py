@@ -40,7 +40,18 @@ def tiny_export(preset: str, target: str = "onnxruntime") -> Path:
 
     seg = not preset.endswith("_det") and target == "onnxruntime"
     out = WORKDIR / (f"{preset}_b1.onnx" if target == "onnxruntime" else f"{preset}_b1.{target}.onnx")
-    written = export_checkpoint(tiny_checkpoint(preset), "onnx", out, fp16=seg, int8=seg,
+    written = export_checkpoint(tiny_checkpoint(preset), "onnx", out, batch=1, fp16=seg, int8=seg,
                                 max_detections=20, target=target)
     assert written[0] == out
     return out
+
+
+@functools.cache
+def tiny_dynamic_export(preset: str) -> Path:
+    """The checkpoint exported by `vltseg export` with its defaults (a dynamic batch), no
+    reduced-precision variants; parity-checked inside (2 images)."""
+    from vltseg_core.export.cli import export_checkpoint
+
+    out = WORKDIR / f"{preset}_dynamic.onnx"
+    (written,) = export_checkpoint(tiny_checkpoint(preset), "onnx", out, max_detections=20)
+    return written

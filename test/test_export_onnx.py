@@ -11,7 +11,7 @@ import onnx
 import pytest
 import torch
 
-from export_helpers import CLASS_COLORS, CLASS_NAMES, NUM_CLASSES, tiny_export
+from export_helpers import CLASS_COLORS, CLASS_NAMES, NUM_CLASSES, tiny_checkpoint, tiny_dynamic_export, tiny_export
 from stub_models import StubModel
 from vltseg_core.export.metadata import ModelMetadata, default_class_names, default_palette
 from vltseg_core.export.onnx import (
@@ -23,6 +23,7 @@ from vltseg_core.export.onnx import (
     parity_images,
     read_metadata,
     run_onnxruntime,
+    run_torch,
 )
 from vltseg_core.export.variants import convert_fp16
 
@@ -93,6 +94,45 @@ def test_dynamic_batch_when_the_model_allows_it(tmp_path: Path) -> None:
     for batch in (1, 3):
         out = run_onnxruntime(result.path, parity_images(batch, 64, 96).numpy())
         assert out["class_ids"].shape == (batch, 64, 96)
+
+
+@pytest.mark.parametrize("preset", ["vltseg_tiny_m2f", "vltseg_tiny_joint",
+                                    pytest.param("vltseg_tiny_det", marks=pytest.mark.slow)])
+def test_default_export_takes_any_batch(preset: str) -> None:
+    """`vltseg export` writes one graph for any batch (seg, det, joint): batch 1 and 3 through
+    the same file give eager torch's outputs (a ROS node batches its cameras through it)."""
+    from vltseg_core.runtime.checkpoint import load_model_and_metadata
+
+    path = tiny_dynamic_export(preset)
+    meta = read_metadata(path)
+    dim = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim[0]
+    assert meta.batch is None and not dim.HasField("dim_value")
+    model, _ = load_model_and_metadata(tiny_checkpoint(preset))
+    module = ExportModule(model, meta.tasks, max_detections=meta.max_detections,
+                          confidence=meta.confidence).eval()
+    for batch in (1, 3):
+        images = parity_images(batch, *meta.input_size, seed=11)
+        torch_out, graph_out = run_torch(module, images), run_onnxruntime(path, images.numpy())
+        assert all(v.shape[0] == batch for v in graph_out.values())
+        report = compare_outputs(torch_out, graph_out)
+        assert report.ok, report
+    if "det" in meta.tasks:
+        assert int(graph_out["num_detections"].min()) > 0
+
+
+def test_masked_attention_bias_is_not_copied_per_head_in_the_graph() -> None:
+    """The decoder's -inf bias stays [B, 1, Q, h*w] in the exported graph (broadcast over the
+    heads), never a [B*heads, Q, h*w] copy."""
+    from vltseg_core.models import get_preset
+
+    preset = get_preset("vltseg_tiny_m2f")
+    heads, queries = preset.dec_heads, preset.num_queries
+    path = tiny_export("vltseg_tiny_m2f")  # batch 1, 128 x 256
+    graph = onnx.shape_inference.infer_shapes(onnx.load(str(path))).graph
+    shapes = {tuple(d.dim_value for d in v.type.tensor_type.shape.dim) for v in graph.value_info}
+    for cells in (16 * 32, 8 * 16):  # strides 8 and 16 (stride 32's 32 cells = the hidden width)
+        assert (1, 1, queries, cells) in shapes
+        assert (heads, queries, cells) not in shapes
 
 
 def test_float_input_graph(tmp_path: Path) -> None:

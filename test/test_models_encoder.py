@@ -9,6 +9,7 @@ import warnings
 import open_clip
 import pytest
 import torch
+import torch.nn.functional as F
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from safetensors.torch import save_file
 
@@ -177,14 +178,31 @@ def test_tiny_open_clip_tower_parity_and_strictness() -> None:
     assert report.missing and all(k.startswith("blocks.2.") for k in report.missing)
 
 
-def test_pos_embed_resampled_for_other_native_size() -> None:
-    """A checkpoint trained at another resolution (e.g. 336 into a 224 trunk) is resampled."""
+def _bicubic_grid(pos: torch.Tensor, old: int, new: tuple[int, int]) -> torch.Tensor:
+    """mmpretrain / mmseg ``resize_pos_embed``: plain bicubic, align_corners False, no antialias."""
+    grid = pos[:, 1:].reshape(1, old, old, -1).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=new, mode="bicubic", align_corners=False)
+    return torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, new[0] * new[1], -1)], 1)
+
+
+@pytest.mark.parametrize("old", [21, 10])  # 336 / 16 into a 224 trunk (down), 160 / 16 (up)
+def test_pos_embed_resampled_for_other_native_size(old: int) -> None:
+    """A checkpoint trained at another resolution is resampled to the trunk's 14 x 14 grid by
+    plain bicubic (timm's default would antialias: another kernel, also when upsampling)."""
     trunk = create_trunk("ViT-B-16", embed_dim=64, depth=1, num_heads=2)
     sd = {k: v.clone() for k, v in trunk.state_dict().items()}
-    sd["pos_embed"] = torch.randn(1, 1 + 21 * 21, 64)  # 336 / 16
+    sd["pos_embed"] = torch.randn(1, 1 + old * old, 64)
     encoder = ViTEncoder(trunk, (0,), "clip")
     report = encoder.load_open_clip(sd)
     assert report.resampled == ["pos_embed"] and report.missing == []
+    torch.testing.assert_close(trunk.pos_embed.data, _bicubic_grid(sd["pos_embed"], old, (14, 14)))
+
+
+def test_pos_embed_resized_to_the_input_grid_without_antialias() -> None:
+    encoder = ViTEncoder(create_trunk("ViT-B-16", embed_dim=64, depth=1, num_heads=2), (0,), "clip")
+    pos = encoder.trunk.pos_embed.data
+    for grid in ((8, 12), (20, 30)):
+        torch.testing.assert_close(encoder._pos_embed(*grid), _bicubic_grid(pos, 14, grid))
 
 
 def test_quick_gelu_and_arbitrary_sizes() -> None:

@@ -114,6 +114,40 @@ def test_semantic_inference_formula() -> None:
     assert torch.allclose(semantic_inference(logits, masks), expected, atol=1e-6)
 
 
+def _head_outputs(model, x: torch.Tensor):
+    padded = model._pad(x, 0.0)
+    return model.seg_head(model.pyramid(model.encoder(padded), tuple(padded.shape[-2:])))
+
+
+def test_semantic_inference_upsamples_mask_logits_before_the_sigmoid() -> None:
+    """The reference order (Mask2Former / mmseg): mask logits resized to the padded input,
+    cropped to the image, then sigmoid and the einsum with softmax[..., :-1]. The cheaper
+    order (scores at stride 4, then resized) is a different function and stays an option."""
+    torch.manual_seed(0)
+    model = build_model("vltseg_tiny_m2f", num_classes=4).eval()
+    x = torch.randn(2, 3, 80, 144)  # padded to 96 x 160
+    with torch.no_grad():
+        scores = model(x).sem_seg
+        out = _head_outputs(model, x)
+        model.seg_upsample = "scores"
+        cheap = model(x).sem_seg
+    masks = F.interpolate(out.masks, size=(96, 160), mode="bilinear", align_corners=False)[..., :80, :144]
+    expected = torch.einsum("bqk,bqhw->bkhw", out.logits.softmax(-1)[..., :-1], masks.sigmoid())
+    torch.testing.assert_close(scores, expected)
+    stride4 = F.interpolate(semantic_inference(out.logits, out.masks), size=(96, 160), mode="bilinear",
+                            align_corners=False)[..., :80, :144]
+    torch.testing.assert_close(cheap, stride4)
+    assert float((scores - stride4).abs().max()) > 1e-3
+
+
+def test_eval_scores_are_float32_under_autocast() -> None:
+    torch.manual_seed(0)
+    model = build_model("vltseg_tiny_m2f", num_classes=4).eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        scores = model(torch.randn(1, 3, 64, 96)).sem_seg
+    assert scores.dtype == torch.float32
+
+
 def test_eval_decoder_shortcut_matches_train_path() -> None:
     """Eval derives attention masks from resized mask features; training resizes mask
     logits. Bilinear resizing is linear, so final predictions must agree."""
@@ -163,7 +197,7 @@ def test_attention_mask_is_an_additive_bias_per_query() -> None:
     same for every head; a query whose mask is empty attends everywhere (no all -inf row)."""
     torch.manual_seed(0)
     decoder = build_model("vltseg_tiny_m2f", num_classes=4).seg_head.decoder.eval()
-    heads, dim, queries = decoder.num_heads, decoder.hidden_dim, decoder.query_feat.num_embeddings
+    dim, queries = decoder.hidden_dim, decoder.query_feat.num_embeddings
     embed = torch.randn(2, queries, dim)
     embed[:, 0], embed[:, 1] = 0, 0
     embed[:, 0, 0], embed[:, 1, 0] = -1, 1  # query 0: every logit < 0 (empty); query 1: all > 0
@@ -174,11 +208,10 @@ def test_attention_mask_is_an_additive_bias_per_query() -> None:
     with torch.no_grad():
         _, bias = decoder._predict(output, mf, [mf], [(8, 12)], 0, last=False)
     logits = torch.einsum("bqc,bchw->bqhw", embed, mf).flatten(2)
-    assert bias.shape == (2 * heads, queries, 96) and bias.dtype == output.dtype
-    per_image = bias.view(2, heads, queries, 96)
-    assert torch.equal(per_image, per_image[:, :1].expand_as(per_image))
+    assert bias.shape == (2, 1, queries, 96) and bias.dtype == output.dtype  # one copy, not per head
+    per_image = bias[:, 0]
     expected = torch.where(logits.sigmoid() < 0.5, float("-inf"), 0.0)
     assert torch.isinf(expected[:, 0]).all() and not torch.isinf(expected[:, 1]).any()
     expected[:, 0] = 0  # the empty mask is dropped
-    assert torch.equal(per_image[:, 0], expected)
+    assert torch.equal(per_image, expected)
     assert torch.isinf(expected).any() and not torch.isinf(bias).all(-1).any()

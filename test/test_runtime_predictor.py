@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 
-from export_helpers import NUM_CLASSES, tiny_checkpoint, tiny_export
+from export_helpers import NUM_CLASSES, tiny_checkpoint, tiny_dynamic_export, tiny_export
 from vltseg_core.export.tensorrt import tensorrt_unavailable_reason
 from vltseg_core.runtime import ModelFileError, Prediction, Predictor
 
@@ -72,6 +72,29 @@ def test_joint_backends_agree_on_detections() -> None:
         assert np.allclose(a.boxes[:n], b.boxes, atol=0.5)
         assert np.array_equal(a.labels[:n], b.labels)
         assert b.boxes.dtype == np.float32 and b.labels.dtype == np.int64
+
+
+def test_predictor_batches_cameras_through_one_dynamic_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default export has a dynamic batch: three images of different sizes go through the
+    graph in one call of batch 3 (no padding copies), with eager torch's results, and the
+    same results as one image at a time through the same file."""
+    ort_p = Predictor(tiny_dynamic_export("vltseg_tiny_joint"))
+    assert ort_p.backend.fixed_batch is None
+    calls: list[tuple[int, ...]] = []
+    run = ort_p.backend.run
+    monkeypatch.setattr(ort_p.backend, "run", lambda x: calls.append(x.shape) or run(x))
+    images = _images(3)
+    batched = ort_p(images)
+    assert calls == [(3, 3, 128, 256)]
+    torch_p = Predictor(tiny_checkpoint("vltseg_tiny_joint"), backend="torch")
+    for a, b, image in zip(torch_p(images), batched, images):
+        single = ort_p(image)
+        assert np.array_equal(single.mask, b.mask) and np.array_equal(single.labels, b.labels)
+        assert np.allclose(single.boxes, b.boxes, atol=1e-3)
+        assert (a.mask == b.mask).mean() >= 0.999
+        n = len(b.scores)  # the graph keeps the best 20 (export max_detections); torch 100
+        assert 0 < n <= 20 and np.allclose(a.scores[:n], b.scores, atol=1e-3)
+        assert np.allclose(a.boxes[:n], b.boxes, atol=0.5) and np.array_equal(a.labels[:n], b.labels)
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:

@@ -124,18 +124,48 @@ def test_sliding_window_equals_whole_for_pixelwise_model(size: tuple[int, int]) 
     model = PixelModel().eval()
     x = model.preprocess(torch.randint(0, 255, (1, 3, *size), dtype=torch.uint8))
     whole = model(x).sem_seg
-    slide = slide_scores(model, x, crop=(16, 24), stride=(11, 13), divisor=8)
+    slide = slide_scores(model, x, crop=(16, 24), stride=(11, 13))
     torch.testing.assert_close(slide, whole)
 
 
 def test_infer_resize_and_flip_return_label_size() -> None:
     model = PixelModel().eval()
     img = torch.randint(0, 255, (3, 30, 44), dtype=torch.uint8)
-    p = infer(model, img, InferenceSpec(resize=(16, 24), flip=True, size_divisor=8))
+    p = infer(model, img, InferenceSpec(resize=(16, 24), flip=True))
     assert p.scores is not None and p.scores.shape == (5, 30, 44)
-    plain = infer(model, img, InferenceSpec(size_divisor=8)).scores
-    flipped = infer(model, img, InferenceSpec(flip=True, size_divisor=8)).scores
+    plain = infer(model, img, InferenceSpec()).scores
+    flipped = infer(model, img, InferenceSpec(flip=True)).scores
     torch.testing.assert_close(plain, flipped)  # a per-pixel model is flip-equivariant
+
+
+class SizeSpy(PixelModel):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[int, int]] = []
+
+    def forward(self, x: torch.Tensor) -> Out:
+        self.seen.append(tuple(x.shape[-2:]))
+        return super().forward(x)
+
+
+def test_evaluation_leaves_padding_to_the_model() -> None:
+    """The model pads to its stride itself; evaluation hands it the image as it is."""
+    model = SizeSpy().eval()
+    img = torch.randint(0, 255, (3, 37, 53), dtype=torch.uint8)
+    infer(model, img, InferenceSpec())
+    infer(model, img, InferenceSpec(mode="slide", crop_size=(20, 30), stride=(15, 20)))
+    assert model.seen[0] == (37, 53) and set(model.seen[1:]) == {(20, 30)} and len(model.seen) == 1 + 3 * 3
+
+
+def test_evaluated_boxes_lie_inside_the_real_image() -> None:
+    """Boxes are clipped to the image, not to the area it was padded to (70 x 100 -> 96 x 128)."""
+    from vltseg_core.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("vltseg_tiny_det", num_classes=3).eval()
+    img = torch.randint(0, 255, (3, 70, 100), dtype=torch.uint8)
+    boxes = infer(model, img, InferenceSpec()).detections["boxes"]
+    assert len(boxes) > 10 and float(boxes[:, 2].max()) == 100 and float(boxes[:, 3].max()) == 70
 
 
 @pytest.mark.parametrize("workers", [0, 1])
@@ -147,11 +177,11 @@ def test_evaluate_dataset_confusion_counts_pixels(workers: int) -> None:
     labels = [torch.randint(0, 4, (12, 10), generator=g) for _ in range(3)]
     labels[0][:2] = 255
     data = [(im, {"sem_seg": lb}, {}) for im, lb in zip(images, labels)]
-    ev = evaluate_dataset(model, data, InferenceSpec(size_divisor=1), num_classes=4,
+    ev = evaluate_dataset(model, data, InferenceSpec(), num_classes=4,
                           workers=workers)
     expected = torch.zeros(4, 4, dtype=torch.int64)
     for im, lb in zip(images, labels):
-        pred = infer(model, torch.from_numpy(im).permute(2, 0, 1), InferenceSpec(size_divisor=1))
+        pred = infer(model, torch.from_numpy(im).permute(2, 0, 1), InferenceSpec())
         keep = lb != 255
         expected += torch.bincount(lb[keep] * 4 + pred.scores.argmax(0)[keep],
                                    minlength=16).reshape(4, 4)

@@ -3,7 +3,9 @@
 Scores come back at the label resolution so predictions and ground truth always align,
 whatever size the network ran at. Windows follow mmseg's ``slide_inference``: a grid of
 ``ceil((H - crop) / stride) + 1`` rows whose last window is shifted inside the image, logits
-summed and divided by the per-pixel window count.
+summed and divided by the per-pixel window count. Padding to the model's stride happens in one
+place, the model (``VLTSeg.forward``), which crops its scores and clips its boxes to the real
+image.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ class InferenceSpec:
     flip: bool = False
     short_side: int | None = None  # alternatively: keep aspect, scale the short side to this
     scale: tuple[int, int] | None = None  # or keep aspect, fit in (long, short) (mmseg Resize)
-    size_divisor: int = 32  # inputs are zero-padded (in normalised space) to a multiple
 
     @classmethod
     def from_config(cls, cfg: Any) -> "InferenceSpec":
@@ -34,21 +35,15 @@ class InferenceSpec:
                    scale=None if getattr(cfg, "scale", None) is None else tuple(cfg.scale))
 
 
-def _pad_to(x: Tensor, h: int, w: int) -> Tensor:
-    return F.pad(x, (0, w - x.shape[-1], 0, h - x.shape[-2]))
-
-
-def _run(model: nn.Module, x: Tensor, divisor: int) -> tuple[Tensor | None, Any]:
-    """Forward normalised ``x [B,3,H,W]`` padded to ``divisor``: (scores cropped back, dets)."""
-    h, w = x.shape[-2:]
-    ph, pw = -(-h // divisor) * divisor, -(-w // divisor) * divisor
-    out = model(_pad_to(x, ph, pw))
-    scores = None if out.sem_seg is None else out.sem_seg[..., :h, :w].float()
+def _run(model: nn.Module, x: Tensor) -> tuple[Tensor | None, Any]:
+    """Forward normalised ``x [B,3,H,W]``: (float32 scores ``[B,K,H,W]``, per-image dets)."""
+    out = model(x)
+    scores = None if out.sem_seg is None else out.sem_seg.float()
     return scores, out.detections
 
 
 def slide_scores(model: nn.Module, x: Tensor, crop: tuple[int, int],
-                 stride: tuple[int, int], divisor: int = 32) -> Tensor:
+                 stride: tuple[int, int]) -> Tensor:
     """``[B,K,H,W]`` class scores of normalised ``x [B,3,H,W]`` by overlapping windows."""
     (hc, wc), (hs, ws) = crop, stride
     b, _, h, w = x.shape
@@ -60,7 +55,7 @@ def slide_scores(model: nn.Module, x: Tensor, crop: tuple[int, int],
         for c in range(cols):
             y1, x1 = min(r * hs, max(h - hc, 0)), min(c * ws, max(w - wc, 0))
             y2, x2 = min(y1 + hc, h), min(x1 + wc, w)
-            scores = _run(model, x[..., y1:y2, x1:x2], divisor)[0]
+            scores = _run(model, x[..., y1:y2, x1:x2])[0]
             if total is None:
                 total = x.new_zeros((b, scores.shape[1], h, w))
             total[..., y1:y2, x1:x2] += scores
@@ -77,8 +72,8 @@ class Prediction:
 
 def _scores(model: nn.Module, x: Tensor, spec: InferenceSpec) -> tuple[Tensor | None, Any]:
     if spec.mode == "slide":
-        return slide_scores(model, x, spec.crop_size, spec.stride, spec.size_divisor), None
-    return _run(model, x, spec.size_divisor)
+        return slide_scores(model, x, spec.crop_size, spec.stride), None
+    return _run(model, x)
 
 
 def network_size(hw: tuple[int, int], spec: InferenceSpec) -> tuple[int, int]:

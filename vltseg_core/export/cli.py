@@ -22,7 +22,7 @@ def export_checkpoint(
     out: Path | None = None,
     size: tuple[int, int] | None = None,
     *,
-    batch: int = 1,
+    batch: int | None = None,
     fp16: bool | None = None,
     int8: bool = False,
     input_dtype: str = "uint8",
@@ -35,6 +35,7 @@ def export_checkpoint(
 ) -> list[Path]:
     """Checkpoint -> ONNX (+ fp16 / int8 variants) or -> ONNX + cached TensorRT engine.
 
+    batch None (default): the graph takes any batch size (1..64); an int fixes it.
     fp16 None means: an fp16 engine for tensorrt, no fp16 ONNX for onnx. target None means
     "onnxruntime" for onnx (fused attention) and "portable" for tensorrt. calibrate: a folder
     of source-domain images; the domain-shift band measured on it goes into the metadata of
@@ -45,6 +46,8 @@ def export_checkpoint(
 
     if fmt not in ("onnx", "tensorrt"):
         raise typer.BadParameter(f"--format must be onnx or tensorrt, got {fmt!r}")
+    if batch is not None and batch < 1:
+        raise typer.BadParameter(f"--batch must be >= 1 (or left out for a dynamic batch), got {batch}")
     target = target or ("portable" if fmt == "tensorrt" else "onnxruntime")
     if target not in TARGETS:
         raise typer.BadParameter(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
@@ -177,7 +180,8 @@ def export_command(
     out: Annotated[Path | None, typer.Option(help="ONNX path (default: checkpoint with .onnx)")] = None,
     height: Annotated[int | None, typer.Option(help="graph input height (default: preset's)")] = None,
     width: Annotated[int | None, typer.Option(help="graph input width (default: preset's)")] = None,
-    batch: Annotated[int, typer.Option(help="fixed batch size of the graph")] = 1,
+    batch: Annotated[int | None, typer.Option(
+        help="fixed batch size of the graph (default: dynamic, one graph for 1..64 images)")] = None,
     fp16: Annotated[bool | None, typer.Option("--fp16/--fp32", help=_FP16_HELP)] = None,
     int8: Annotated[bool, typer.Option(help="onnx: also write a dynamic-int8 model.int8.onnx")] = False,
     float_input: Annotated[bool, typer.Option(help="float32 0..255 input instead of uint8")] = False,

@@ -3,8 +3,8 @@
 
 Graph contract (names in `ExportModule.output_names`):
   input  `images`       [B,3,H,W] uint8 (or float32 0..255) RGB at a FIXED H, W (the preset's
-                        input size unless overridden); B fixed (metadata.batch, default 1) or
-                        dynamic on request where the model code allows it (not with det heads).
+                        input size unless overridden); B dynamic (metadata.batch None, what
+                        `vltseg export` writes by default: one graph for 1..64 images) or fixed.
   seg    `class_ids`    [B,H,W] uint8   argmax class
          `confidence`   [B,H,W] float32 max class probability
          `class_scores` [B,K,H,W] float32 (optional) the model's class scores
@@ -91,7 +91,9 @@ class ExportModule(nn.Module):
             if self.class_scores:
                 results += (out.sem_seg.float(),)
         if "det" in self.tasks:
-            results += pad_detections(out.detections, self.max_detections)
+            det = getattr(out, "det", None)  # a VLTSeg's padded batch: no per-image loop, any batch
+            results += tuple(det.rows(self.max_detections)) if det is not None \
+                else pad_detections(out.detections, self.max_detections)
         return results
 
 
@@ -326,7 +328,8 @@ def export_onnx(
     """Export `model` (eval mode) to `path` at metadata.input_size, then check parity.
 
     metadata gives preset, classes, colours, mean/std, input size, input dtype, batch (fixed;
-    None asks for a dynamic batch, which the model code must not specialise) and
+    None asks for a dynamic batch, which the model code must not specialise: VLTSeg's seg and
+    det heads do not; a model returning per-image detection lists does) and
     max_detections; tasks, outputs and confidence are filled in here.
     gather_sampling exports `F.grid_sample` as gathers (TensorRT-safe, see rewrites.py).
     target: "onnxruntime" (fused attention, ONNX Runtime only) or "portable" (standard ops).
@@ -342,9 +345,6 @@ def export_onnx(
     height, width = metadata.input_size
     probe = parity_images(1, height, width, seed=1)
     tasks = infer_tasks(model, probe)
-    if metadata.batch is None and "det" in tasks:
-        raise ValueError("detection post-processing runs per image (torchvision), so the batch "
-                         "of a det/joint graph must be fixed: pass batch=1 (or N)")
     module = ExportModule(
         model,
         tasks,

@@ -16,9 +16,11 @@ from pathlib import Path
 from vltseg_core.export.metadata import ModelMetadata
 
 # Ops kept in fp32 in the fp16 graph: reductions over classes and box arithmetic whose range or
-# precision fp16 cannot hold (softmax over 19 classes is fine, sums of 1e4 values are not), and
-# index/NMS ops without fp16 kernels in ONNX Runtime.
+# precision fp16 cannot hold (softmax over 19 classes is fine, sums of 1e4 values are not),
+# index/NMS ops without fp16 kernels in ONNX Runtime, and the mask einsums (Mask2Former's class
+# scores sum query probabilities at full resolution: in fp16, near-tied classes flip pixels).
 FP16_KEEP_FP32 = (
+    "Einsum",
     "NonMaxSuppression",
     "TopK",
     "ReduceSum",

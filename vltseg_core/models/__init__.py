@@ -16,6 +16,7 @@ from .build import (
     print_model_table,
     save_checkpoint,
 )
+from .detection_inference import Detections
 from .encoder import (
     OPEN_CLIP_TRUNKS,
     LoadReport,
@@ -28,7 +29,8 @@ from .encoder import (
 from .segmentor import CLIP_MEAN, CLIP_STD, ModelOutput, VLTSeg, semantic_inference
 
 __all__ = [
-    "CLIP_MEAN", "CLIP_STD", "OPEN_CLIP_TRUNKS", "PRESETS", "LoadReport", "ModelOutput", "Preset",
+    "CLIP_MEAN", "CLIP_STD", "Detections", "OPEN_CLIP_TRUNKS", "PRESETS", "LoadReport", "ModelOutput",
+    "Preset",
     "VLTSeg", "ViTEncoder", "build_from_preset", "build_model", "checkpoint_payload",
     "convert_open_clip_state_dict",
     "count_flops", "create_trunk", "get_preset", "list_presets", "load_checkpoint", "load_trunk_weights",

@@ -57,6 +57,7 @@ class Preset:
     pd_heads: int = 8
     pd_points: int = 4
     pd_ffn: int = 1024
+    pd_grad_checkpointing: bool = True  # recompute the deformable layers in backward (memory)
     mask_dim: int = 256
     hidden_dim: int = 256
     num_queries: int = 100
@@ -70,12 +71,13 @@ class Preset:
     mask_weight: float = 5.0
     dice_weight: float = 5.0
     no_object_weight: float = 0.1
+    seg_upsample: str = "logits"  # semantic inference order: "logits" (reference) or "scores"
     # Faster R-CNN (torchvision) on the pyramid
     anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
     box_convs: int = 4
     box_fc: int = 1024
     rpn_pre_nms: tuple[int, int] = (2000, 1000)
-    rpn_post_nms: tuple[int, int] = (2000, 1000)
+    rpn_post_nms: tuple[int, int] = (1000, 1000)  # ViTDet (detectron2 mask_rcnn_fpn): 1000 / 1000
     rpn_batch: int = 256
     roi_batch: int = 512
     detections_per_img: int = 100
@@ -164,7 +166,8 @@ def build_from_preset(cfg: Preset, num_classes: int) -> VLTSeg:
     seg_head = det_head = None
     if cfg.seg:
         pixel_decoder = MSDeformablePixelDecoder(cfg.pyramid_dim, cfg.hidden_dim, cfg.mask_dim, cfg.pd_layers,
-                                                 cfg.pd_heads, cfg.pd_points, cfg.pd_ffn)
+                                                 cfg.pd_heads, cfg.pd_points, cfg.pd_ffn,
+                                                 grad_checkpointing=cfg.pd_grad_checkpointing)
         decoder = MaskedAttentionDecoder(num_classes, cfg.hidden_dim, cfg.hidden_dim, cfg.num_queries,
                                          cfg.dec_heads, cfg.dec_ffn, cfg.dec_layers, cfg.mask_dim)
         matcher = HungarianMatcher(cfg.class_weight, cfg.mask_weight, cfg.dice_weight, cfg.train_points)
@@ -178,7 +181,7 @@ def build_from_preset(cfg: Preset, num_classes: int) -> VLTSeg:
                                    detections_per_img=cfg.detections_per_img)
     mean, std = normalization(cfg)
     return VLTSeg(encoder, pyramid, seg_head, det_head, num_classes=num_classes, input_size=cfg.input_size,
-                  pixel_mean=mean, pixel_std=std)
+                  pixel_mean=mean, pixel_std=std, seg_upsample=cfg.seg_upsample)
 
 
 def normalization(cfg: Preset) -> tuple[tuple[float, float, float], tuple[float, float, float]]:

@@ -4,8 +4,10 @@ ViTDet (Li et al., ECCV 2022) attaches a standard two-stage detector to the simp
 pyramid of a plain ViT. Here the RPN (anchors, box coding, NMS, sampling, losses) and the
 RoI heads (MultiScaleRoIAlign, box head, post-processing) are torchvision's
 ``RegionProposalNetwork`` / ``RoIHeads``; the box head is ViTDet's 4 conv + 1 fc with
-normalisation. No resizing happens here: the segmentor already normalised and padded the
-images, so boxes are in input pixels.
+LayerNorm after each conv (ViTDet's ``conv_norm="LN"``). Training runs torchvision's forward;
+test time runs the same modules over the whole batch at once (:mod:`.detection_inference`), so
+an exported graph takes any batch size. No resizing happens here: the segmentor already
+normalised and padded the images, so boxes are in input pixels, clipped to the real image.
 """
 
 from __future__ import annotations
@@ -22,13 +24,23 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.ops import MultiScaleRoIAlign
 
-from .pyramid import FeaturePyramid
+from .detection_inference import Detections, detect, propose
+from .init import c2_msra_fill, c2_xavier_fill
+from .pyramid import FeaturePyramid, LayerNorm2d
 
 LEVEL_NAMES = ("0", "1", "2", "3")
 
 
-def _group_norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(32, channels), channels)
+def _box_head(in_dim: int, convs: int, fc: int) -> FastRCNNConvFCHead:
+    """ViTDet's box head: ``convs`` 3x3 convs with LN + ReLU, one fc; detectron2's
+    ``FastRCNNConvFCHead`` init (convs c2_msra_fill, fc c2_xavier_fill)."""
+    head = FastRCNNConvFCHead((in_dim, 7, 7), [in_dim] * convs, [fc], norm_layer=LayerNorm2d)
+    for module in head.modules():
+        if isinstance(module, nn.Conv2d):
+            c2_msra_fill(module)
+        elif isinstance(module, nn.Linear):
+            c2_xavier_fill(module)
+    return head
 
 
 class PyramidDetector(nn.Module):
@@ -40,14 +52,15 @@ class PyramidDetector(nn.Module):
         in_dim: pyramid channels.
         anchor_sizes: one anchor size per level (s4, s8, s16, s32, s64), three aspect ratios.
         box_convs / box_fc: ViTDet box head (4 convs of ``in_dim``, one 1024-d fc).
-        rpn_pre_nms / rpn_post_nms: proposals kept per image (train, test).
+        rpn_pre_nms / rpn_post_nms: proposals kept (train, test): per level before NMS, per
+            image after it (ViTDet: 2000/1000 and 1000/1000).
         score_thresh / nms_thresh / detections_per_img: test-time post-processing.
     """
 
     def __init__(self, num_classes: int, in_dim: int = 256,
                  anchor_sizes: Sequence[int] = (32, 64, 128, 256, 512), box_convs: int = 4,
                  box_fc: int = 1024, rpn_pre_nms: tuple[int, int] = (2000, 1000),
-                 rpn_post_nms: tuple[int, int] = (2000, 1000), rpn_batch: int = 256,
+                 rpn_post_nms: tuple[int, int] = (1000, 1000), rpn_batch: int = 256,
                  roi_batch: int = 512, score_thresh: float = 0.05, nms_thresh: float = 0.5,
                  detections_per_img: int = 100) -> None:
         super().__init__()
@@ -58,40 +71,38 @@ class PyramidDetector(nn.Module):
             fg_iou_thresh=0.7, bg_iou_thresh=0.3, batch_size_per_image=rpn_batch, positive_fraction=0.5,
             pre_nms_top_n=dict(training=rpn_pre_nms[0], testing=rpn_pre_nms[1]),
             post_nms_top_n=dict(training=rpn_post_nms[0], testing=rpn_post_nms[1]), nms_thresh=0.7)
-        box_head = FastRCNNConvFCHead((in_dim, 7, 7), [in_dim] * box_convs, [box_fc], norm_layer=_group_norm)
         self.roi_heads = RoIHeads(
-            MultiScaleRoIAlign(list(LEVEL_NAMES), output_size=7, sampling_ratio=2), box_head,
-            FastRCNNPredictor(box_fc, num_classes + 1),
+            MultiScaleRoIAlign(list(LEVEL_NAMES), output_size=7, sampling_ratio=2),
+            _box_head(in_dim, box_convs, box_fc), FastRCNNPredictor(box_fc, num_classes + 1),
             fg_iou_thresh=0.5, bg_iou_thresh=0.5, batch_size_per_image=roi_batch, positive_fraction=0.25,
             bbox_reg_weights=None, score_thresh=score_thresh, nms_thresh=nms_thresh,
             detections_per_img=detections_per_img)
 
-    def forward(self, pyramid: FeaturePyramid, images: Tensor, image_sizes: Sequence[tuple[int, int]],
-                targets: Sequence[dict[str, Tensor]] | None = None
-                ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
+    def forward(self, pyramid: FeaturePyramid, images: Tensor, image_size: tuple[int, int],
+                targets: Sequence[dict[str, Tensor]] | None = None) -> dict[str, Tensor] | Detections:
         """
         Args:
             pyramid: levels ``[B, C, Hp/s, Wp/s]`` of the padded batch.
             images: the padded batch ``[B, 3, Hp, Wp]`` (only its shape/device are used).
-            image_sizes: unpadded ``(H, W)`` per image (boxes are clipped to it).
+            image_size: the real ``(H, W)`` of every image (boxes are clipped to it).
             targets: training only; per image ``boxes [N, 4]`` xyxy pixels, ``labels [N]``.
         Returns:
-            training: ``det_loss_*`` terms; eval: per image ``boxes [N,4]``, ``scores [N]``,
-            ``labels [N]`` (train ids).
+            training: ``det_loss_*`` terms; eval: :class:`Detections` (``detections_per_img``
+            rows per image, train-id labels).
         """
         features = OrderedDict(zip(LEVEL_NAMES, pyramid))
         features["pool"] = F.max_pool2d(pyramid.s32, kernel_size=1, stride=2)
-        image_list = ImageList(images, [(int(h), int(w)) for h, w in image_sizes])
-        tv_targets = None
-        if self.training:
-            if targets is None:
-                raise ValueError("training the detector needs targets with boxes and labels")
-            tv_targets = [_to_torchvision_target(t) for t in targets]
+        size = (int(image_size[0]), int(image_size[1]))
+        if not self.training:
+            proposals, valid = propose(self.rpn, list(features.values()), images, size)
+            return detect(self.roi_heads, features, proposals, valid, size)
+        if targets is None:
+            raise ValueError("training the detector needs targets with boxes and labels")
+        image_list = ImageList(images, [size] * len(targets))
+        tv_targets = [_to_torchvision_target(t) for t in targets]
         proposals, rpn_losses = self.rpn(image_list, features, tv_targets)
-        detections, roi_losses = self.roi_heads(features, proposals, image_list.image_sizes, tv_targets)
-        if self.training:
-            return {f"det_{k}": v for k, v in {**rpn_losses, **roi_losses}.items()}
-        return [{"boxes": d["boxes"], "scores": d["scores"], "labels": d["labels"] - 1} for d in detections]
+        _, roi_losses = self.roi_heads(features, proposals, image_list.image_sizes, tv_targets)
+        return {f"det_{k}": v for k, v in {**rpn_losses, **roi_losses}.items()}
 
 
 def _to_torchvision_target(target: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -311,11 +311,14 @@ _FAMILY_NAMES = {"clip": "OpenAI-CLIP ViT (ViT-*)", "eva02": "EVA-02-CLIP (EVA02
 
 
 def _resample_pos_embed(value: Tensor, target: Tensor, trunk: nn.Module) -> Tensor:
+    """A checkpoint's position grid resized to the trunk's: plain bicubic, no antialias, as
+    mmpretrain / mmseg ``resize_pos_embed`` (VLTSeg's code base) and :meth:`ViTEncoder._pos_embed`
+    (timm's default would antialias, a different kernel when upsampling)."""
     prefix = 0 if getattr(trunk, "no_embed_class", False) else trunk.num_prefix_tokens
     old = int(round((value.shape[1] - prefix) ** 0.5))
     new = trunk.patch_embed.grid_size
     return resample_abs_pos_embed(value, new_size=list(new), old_size=[old, old],
-                                  num_prefix_tokens=prefix)
+                                  num_prefix_tokens=prefix, antialias=False)
 
 
 # ----------------------------------------------------------------------------- encoder
@@ -371,7 +374,8 @@ class ViTEncoder(nn.Module):
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         t = self.trunk
         tokens = t.patch_embed(x)  # B,gh,gw,C (timm dynamic_img_size emits NHWC)
-        b, gh, gw, c = (int(s) for s in tokens.shape)
+        b = tokens.shape[0]  # no int(): an exported graph keeps a dynamic batch
+        gh, gw, c = (int(s) for s in tokens.shape[1:])
         tokens = torch.cat([t.cls_token.expand(b, -1, -1), tokens.reshape(b, gh * gw, c)], dim=1)
         tokens = t.norm_pre(t.pos_drop(tokens + self._pos_embed(gh, gw)))
         rope = t.rope.get_embed(shape=(gh, gw)) if getattr(t, "rope", None) is not None else None
@@ -388,8 +392,9 @@ class ViTEncoder(nn.Module):
 
     def _pos_embed(self, gh: int, gw: int) -> Tensor:
         """Absolute position embedding for a ``gh x gw`` grid ``[1, 1+gh*gw, C]``: the
-        pretrained grid resized with plain bicubic (no antialias, as ViTDet / EVA-02 det do,
-        so it exports to ONNX opset 17 and TensorRT)."""
+        pretrained grid resized with plain bicubic, no antialias, as the references do (ViTDet
+        ``get_abs_pos``, mmpretrain / mmseg ``resize_pos_embed``); it also exports to ONNX opset
+        17 and TensorRT."""
         pos = self.trunk.pos_embed
         g0h, g0w = (int(s) for s in self.trunk.patch_embed.grid_size)
         if (gh, gw) == (g0h, g0w):

@@ -18,7 +18,9 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
+from .init import c2_xavier_fill, xavier_linears
 from .pyramid import FeaturePyramid
 
 
@@ -52,14 +54,19 @@ class MSDeformAttn(nn.Module):
     """Multi-scale deformable attention (Deformable DETR, Eq. 3), pure PyTorch.
 
     Each query attends to ``num_points`` sampled locations per head and level, around its
-    reference point, with learned offsets and softmax weights.
+    reference point, with learned offsets and softmax weights. ``recompute_sampling``: in
+    training, a level's sampled values (``num_points`` copies of its value map) are not kept
+    for backward but sampled again there, one level at a time (what the reference's CUDA op
+    does in its backward kernel).
     """
 
-    def __init__(self, dim: int, num_levels: int, num_heads: int, num_points: int) -> None:
+    def __init__(self, dim: int, num_levels: int, num_heads: int, num_points: int,
+                 recompute_sampling: bool = False) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} not divisible by heads {num_heads}")
         self.num_levels, self.num_heads, self.num_points = num_levels, num_heads, num_points
+        self.recompute_sampling = recompute_sampling
         self.sampling_offsets = nn.Linear(dim, num_heads * num_levels * num_points * 2)
         self.attention_weights = nn.Linear(dim, num_heads * num_levels * num_points)
         self.value_proj = nn.Linear(dim, dim)
@@ -102,31 +109,42 @@ class MSDeformAttn(nn.Module):
         loc = reference_points[:, :, None, None, None, :] + offsets / norm[:, None, :]
         grids = 2 * loc - 1  # B,Lq,nh,nl,np,2 in grid_sample's [-1, 1]
         weights = weights.view(b, lq, nh, nl, npnt).permute(0, 2, 3, 1, 4).reshape(b * nh, nl, 1, lq, npnt)
+        recompute = self.recompute_sampling and self.training and torch.is_grad_enabled()
         out: Tensor | None = None
         for lvl, v_l in enumerate(v.split([h * w for h, w in shapes], dim=1)):
             h, w = shapes[lvl]
             v_l = v_l.permute(0, 2, 3, 1).reshape(b * nh, c // nh, h, w)
             g = grids[:, :, :, lvl].permute(0, 2, 1, 3, 4).reshape(b * nh, lq, npnt, 2)
-            sampled = F.grid_sample(v_l, g, mode="bilinear", padding_mode="zeros",
-                                    align_corners=False)  # B*nh, C/nh, Lq, np
-            term = (sampled * weights[:, lvl]).sum(-1)  # B*nh, C/nh, Lq
+            if recompute:
+                term = checkpoint(_sample_level, v_l, g, weights[:, lvl], use_reentrant=False)
+            else:
+                term = _sample_level(v_l, g, weights[:, lvl])
             out = term if out is None else out + term
         out = out.view(b, c, lq)  # heads are contiguous channel blocks
         return self.output_proj(out.transpose(1, 2))
+
+
+def _sample_level(value: Tensor, grid: Tensor, weights: Tensor) -> Tensor:
+    """``value [B*nh, C/nh, h, w]`` bilinearly sampled at ``grid [B*nh, Lq, np, 2]`` and summed
+    with ``weights [B*nh, 1, Lq, np]`` over the points -> ``[B*nh, C/nh, Lq]``."""
+    sampled = F.grid_sample(value, grid, mode="bilinear", padding_mode="zeros",
+                            align_corners=False)  # B*nh, C/nh, Lq, np
+    return (sampled * weights).sum(-1)
 
 
 class DeformableEncoderLayer(nn.Module):
     """Post-norm layer: deformable self-attention over all levels + FFN."""
 
     def __init__(self, dim: int, num_levels: int, num_heads: int, num_points: int,
-                 ffn_dim: int, dropout: float = 0.0) -> None:
+                 ffn_dim: int, dropout: float = 0.0, recompute_sampling: bool = False) -> None:
         super().__init__()
-        self.attn = MSDeformAttn(dim, num_levels, num_heads, num_points)
+        self.attn = MSDeformAttn(dim, num_levels, num_heads, num_points, recompute_sampling)
         self.norm1 = nn.LayerNorm(dim)
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.ReLU(inplace=True), nn.Dropout(dropout),
                                  nn.Linear(ffn_dim, dim))
         self.norm2 = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
+        xavier_linears(self.ffn)  # Mask2Former's MSDeformAttnTransformerEncoderOnly._reset_parameters
 
     def forward(self, src: Tensor, pos: Tensor, reference_points: Tensor,
                 shapes: Sequence[tuple[int, int]]) -> Tensor:
@@ -145,8 +163,9 @@ def _reference_points(shapes: Sequence[tuple[int, int]], like: Tensor) -> Tensor
     return torch.cat(points).unsqueeze(0)
 
 
-def _proj(in_dim: int, out_dim: int, kernel: int = 1, act: bool = False) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.Conv2d(in_dim, out_dim, kernel, padding=kernel // 2, bias=False),
+def _proj(in_dim: int, out_dim: int, kernel: int = 1, act: bool = False, bias: bool = False) -> nn.Sequential:
+    """Conv + GroupNorm(32) (+ ReLU); weights as the reference (see ``__init__``)."""
+    layers: list[nn.Module] = [nn.Conv2d(in_dim, out_dim, kernel, padding=kernel // 2, bias=bias),
                                nn.GroupNorm(min(32, out_dim), out_dim)]
     if act:
         layers.append(nn.ReLU(inplace=True))
@@ -162,27 +181,37 @@ class MSDeformablePixelDecoder(nn.Module):
         mask_dim: mask feature channels (256).
         num_layers: deformable encoder layers (6).
         num_heads / num_points / ffn_dim: 8 / 4 / 1024 in Mask2Former.
+        grad_checkpointing: in training, keep only each deformable layer's input and recompute
+            the layer in backward (``torch.utils.checkpoint``), and inside it the sampled values
+            one level at a time (see :class:`MSDeformAttn`). The sampled values (``points x
+            levels`` copies of the value map per layer) dominate the decoder's activations; this
+            cuts its training memory to under a third at the cost of a second forward of the
+            layers (bench/bench_msda_memory.py measures both). Results are unchanged.
     """
 
     def __init__(self, in_dim: int, conv_dim: int = 256, mask_dim: int = 256,
                  num_layers: int = 6, num_heads: int = 8, num_points: int = 4,
-                 ffn_dim: int = 1024, dropout: float = 0.0) -> None:
+                 ffn_dim: int = 1024, dropout: float = 0.0, grad_checkpointing: bool = True) -> None:
         super().__init__()
+        self.grad_checkpointing = grad_checkpointing
         self.num_levels = 3
-        self.input_proj = nn.ModuleList(_proj(in_dim, conv_dim) for _ in range(self.num_levels))
+        self.input_proj = nn.ModuleList(_proj(in_dim, conv_dim, bias=True) for _ in range(self.num_levels))
         self.level_embed = nn.Parameter(torch.empty(self.num_levels, conv_dim).normal_())
         self.layers = nn.ModuleList(
-            DeformableEncoderLayer(conv_dim, self.num_levels, num_heads, num_points, ffn_dim, dropout)
+            DeformableEncoderLayer(conv_dim, self.num_levels, num_heads, num_points, ffn_dim, dropout,
+                                   recompute_sampling=grad_checkpointing)
             for _ in range(num_layers))
         self.lateral = _proj(in_dim, conv_dim)
         self.output_conv = _proj(conv_dim, conv_dim, kernel=3, act=True)
         self.mask_features = nn.Conv2d(conv_dim, mask_dim, 1)
         self.conv_dim, self.mask_dim = conv_dim, mask_dim
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.xavier_uniform_(module.weight, gain=1)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        # Mask2Former MSDeformAttnPixelDecoder: input projections xavier-uniform (gain 1, bias 0),
+        # the FPN lateral / output convs and the mask-feature conv c2_xavier_fill
+        for proj in self.input_proj:
+            nn.init.xavier_uniform_(proj[0].weight, gain=1)
+            nn.init.zeros_(proj[0].bias)
+        for conv in (self.lateral[0], self.output_conv[0], self.mask_features):
+            c2_xavier_fill(conv)
 
     def forward(self, pyramid: FeaturePyramid) -> PixelDecoderOutput:
         """Pyramid ``[B, in_dim, H/s, W/s]`` -> mask features + 3 refined scales."""
@@ -196,8 +225,12 @@ class MSDeformablePixelDecoder(nn.Module):
             poses.append(pos + self.level_embed[lvl].view(1, 1, -1))
         src, pos = torch.cat(srcs, 1), torch.cat(poses, 1)
         ref = _reference_points(shapes, src)
+        recompute = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layers:
-            src = layer(src, pos, ref, shapes)
+            if recompute:
+                src = checkpoint(layer, src, pos, ref, shapes, use_reentrant=False)
+            else:
+                src = layer(src, pos, ref, shapes)
         b = src.shape[0]
         multi_scale = [s.transpose(1, 2).reshape(b, self.conv_dim, h, w)
                        for s, (h, w) in zip(src.split([h * w for h, w in shapes], 1), shapes)]

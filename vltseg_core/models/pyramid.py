@@ -32,7 +32,11 @@ class FeaturePyramid(NamedTuple):
 
 
 class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channel dim of ``[B, C, H, W]`` (as ViTDet / ConvNeXt)."""
+    """LayerNorm over the channel dim of ``[B, C, H, W]``, eps 1e-6 as detectron2's ``LayerNorm``
+    (the "LN" of ViTDet's pyramid and box head; ConvNeXt's channels-first LayerNorm)."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__(channels, eps=eps)
 
     def forward(self, x: Tensor) -> Tensor:
         x = x.permute(0, 2, 3, 1)  # B,H,W,C
