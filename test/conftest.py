@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +21,27 @@ def _ros_available() -> str | None:
     return None
 
 
+_held_domains: list[object] = []  # open lock files: a domain stays ours until this process ends
+
+
+def free_domain_id(low: int = 1, high: int = 200) -> int:
+    """A DDS domain id no other test run on this machine holds: each id has a lock file, kept
+    locked for the life of this process, so parallel suites (CI + a developer, two worktrees)
+    never share a domain and see each other's nodes."""
+    ids = list(range(low, high + 1))
+    random.Random(os.getpid()).shuffle(ids)
+    for domain in ids:
+        handle = open(Path(tempfile.gettempdir()) / f"vltseg-ros-domain-{domain}.lock", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        _held_domains.append(handle)
+        return domain
+    raise RuntimeError(f"no free ROS domain id in {low}..{high}")
+
+
 @pytest.fixture(scope="session")
 def ros_domain() -> dict[str, str]:
     """An isolated DDS domain on localhost only, shared with helper processes via env."""
@@ -25,7 +49,7 @@ def ros_domain() -> dict[str, str]:
     if reason:
         pytest.skip(reason)
     env = {
-        "ROS_DOMAIN_ID": str(random.Random(os.getpid()).randint(1, 100)),
+        "ROS_DOMAIN_ID": str(free_domain_id()),
         "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
         "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
     }

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.ros
 
 from export_helpers import WORKDIR  # noqa: E402
 from ros_nodes import PROFILE, REPO, camera_command, node_command, ros_session, trained_model  # noqa: E402
+from conftest import free_domain_id  # noqa: E402
 
 VENV = Path(sys.prefix)
 ROS2 = VENV / "bin" / "ros2"
@@ -141,7 +142,7 @@ def test_live_demo_end_to_end(tmp_path, onnx) -> None:
     checkpoint = onnx.parent / "train" / "model_final.pt"
     out = tmp_path / "live"
     mark = f"vltseg-demo-test-{os.getpid()}-{time.monotonic_ns()}"  # inherited by every child process
-    env = {**base_env(), "ROS_DOMAIN_ID": str(os.getpid() % 100 + 101), "AMENT_PREFIX_PATH": str(VENV),
+    env = {**base_env(), "ROS_DOMAIN_ID": str(free_domain_id()), "AMENT_PREFIX_PATH": str(VENV),
            "VLTSEG_TEST_MARK": mark}
     cmd = [str(VENV / "bin" / "vltseg-ros"), "demo", "--checkpoint", str(checkpoint), "--seconds-per-domain", "4",
            "--rate", "3", "--unique-frames", "2", "--out", str(out),
