@@ -4,7 +4,6 @@ sibling modules. Imports are lazy so `vltseg-ros --help` stays fast."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -115,7 +114,7 @@ def _eval(args: argparse.Namespace) -> None:
         scorer.assign_segments(segments)
         report: dict[str, Any] = {
             "bag": str(bag_path), "mode": mode, "out": str(out), "topics": topics.__dict__,
-            "output_bag": str(out / f"{mode}_bag"), "seconds": time.perf_counter() - started,
+            "output_bag": str(out / f"{mode}_bag"), "damage": bag.damage, "seconds": time.perf_counter() - started,
             **{k: v for k, v in facts.items() if k not in ("mode",)}, "summary": scorer.summary()}
         path = reports.write_reports(report, scorer.timeline(), out, mode)
     except KeyboardInterrupt:
@@ -176,6 +175,3 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _add_eval(bag_sub)
     _add_play(bag_sub)
 
-
-def print_json(data: dict) -> None:
-    print(json.dumps(data, indent=2, default=str))

@@ -179,6 +179,7 @@ def run_live(bag: Bag, topics: Topics, opts: EvalOptions, out_bag: Path, out_dir
 
     from vltseg_ros import qos
 
+    extra = _model_extra(opts.model)  # the domain-shift band, before the node competes for the CPU
     qos.apply_large_frame_profile()  # before rclpy.init: frames >= 1024x512 need it
     context = Context()
     rclpy.init(context=context)
@@ -186,13 +187,17 @@ def run_live(bag: Bag, topics: Topics, opts: EvalOptions, out_bag: Path, out_dir
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     stop = threading.Event()
-    spinner = threading.Thread(target=lambda: [executor.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)],
-                               daemon=True)
+
+    def spin() -> None:
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.05)
+
+    spinner = threading.Thread(target=spin, daemon=True)
     facts: dict[str, Any] = {"mode": "live", "partial": None}
     node_proc = None
     t0 = time.perf_counter()
     try:
-        with BagWriter(out_bag, "mcap" if out_bag.suffix != ".db3" else None) as bag_out:
+        with BagWriter(out_bag, "mcap", overwrite=True) as bag_out:
             recorder = Recorder(node, bag_out, opts.camera)
             player = Player(node, bag, [topics.image], opts.rate, opts.clock, clock_topic=topics.image)
             spinner.start()
@@ -203,7 +208,7 @@ def run_live(bag: Bag, topics: Topics, opts: EvalOptions, out_bag: Path, out_dir
                   f"the node to subscribe to {topics.image}")
             names = tuple(c.class_name for c in recorder.label_info.class_map)
             with recorder.lock:
-                recorder.scorer = make_scorer(names, _model_extra(opts.model), opts, topics.gt is not None)
+                recorder.scorer = make_scorer(names, extra, opts, topics.gt is not None)
                 bag_out.write(f"{NODE}/label_info", 0, recorder.label_info, latched=True)
             side = [t for t in (topics.gt, topics.domain) if t]
             facts["setup_seconds"] = time.perf_counter() - t0

@@ -54,8 +54,8 @@ def load_predictor(opts: EvalOptions) -> Any:
 
     _, _, threshold = node_defaults()
     try:
-        return Predictor(opts.model, backend=None if opts.backend == "auto" else opts.backend, device="cpu", score_threshold=threshold,
-                         threads=opts.threads)
+        return Predictor(opts.model, backend=None if opts.backend == "auto" else opts.backend, device="cpu",
+                         score_threshold=threshold, threads=opts.threads)
     except Exception as exc:  # noqa: BLE001 - a bad model is one line
         raise BagError(f"cannot load model {opts.model}: {one_line(exc)}") from None
 
@@ -100,7 +100,7 @@ def run_offline(bag: Bag, topics: Topics, opts: EvalOptions, out_bag: Path) -> t
     total = bag.counts.get(topics.image) or 0
     bar = image_progress("bag eval", max(total, 1))
     t0 = time.perf_counter()
-    with BagWriter(out_bag, "mcap" if out_bag.suffix != ".db3" else None) as bag_out:
+    with BagWriter(out_bag, "mcap", overwrite=True) as bag_out:
         first = True
         try:
             for topic, t_ns, raw in bag.messages(topics.all()):

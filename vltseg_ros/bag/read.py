@@ -30,6 +30,8 @@ class BagError(Exception):
 
 
 def one_line(exc: BaseException) -> str:
+    if type(exc).__name__ in ("EndOfFile", "EOFError"):
+        return "unexpected end of file (truncated)"
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 
@@ -55,13 +57,17 @@ class Bag:
         self.path = Path(path)
         if not self.path.exists():
             raise BagError(f"no such bag: {self.path}")
+        self.damage: str | None = None  # why the index could not be used (read sequentially)
+        self.reader: Any = None
         try:
             self.reader = Reader(self.path)
             self.reader.open()
+            self.types = {c.topic: c.msgtype for c in self.reader.connections}
         except Exception as exc:  # noqa: BLE001 - rosbags raises many kinds; each is one line
-            raise BagError(f"{self.path}: cannot open as a ROS 2 bag: {one_line(exc)}") from None
-        self.types = {c.topic: c.msgtype for c in self.reader.connections}
-
+            self.reader = None
+            self.damage = f"cannot open as a ROS 2 bag: {one_line(exc)}"
+            self._fallback = _sequential(self.path, self.damage)
+            self.types = self._fallback.types
     def __enter__(self) -> Bag:
         return self
 
@@ -70,12 +76,14 @@ class Bag:
 
     def close(self) -> None:
         try:
-            self.reader.close()
+            (self.reader or self._fallback).close()
         except Exception:  # noqa: BLE001 - closing a broken bag must not hide the first error
             pass
 
     @property
     def counts(self) -> dict[str, int]:
+        if self.reader is None:
+            return dict(self._fallback.counts)
         return {c.topic: c.msgcount for c in self.reader.connections}
 
     def find_topics(self, image: str | None = None, gt: str | None = None,
@@ -102,18 +110,109 @@ class Bag:
 
     def messages(self, topics: Sequence[str]) -> Iterator[tuple[str, int, bytes]]:
         """(topic, bag time ns, raw CDR) in time order; a break raises `BagError` naming it."""
-        conns = [c for c in self.reader.connections if c.topic in topics]
         read, last = 0, "the start"
+        if self.reader is None:
+            stream = self._fallback.messages(set(topics))
+        else:
+            conns = [c for c in self.reader.connections if c.topic in topics]
+            stream = ((c.topic, t, raw) for c, t, raw in self.reader.messages(connections=conns))
         try:
-            for conn, t_ns, raw in self.reader.messages(connections=conns):
-                yield conn.topic, t_ns, raw
+            for topic, t_ns, raw in stream:
+                yield topic, t_ns, raw
                 read += 1
-                last = f"{conn.topic} at t={t_ns / 1e9:.3f}"
+                last = f"{topic} at t={t_ns / 1e9:.3f}"
         except BagError:
             raise
         except Exception as exc:  # noqa: BLE001 - truncated/corrupt storage: name where it broke
             raise BagError(f"{self.path}: the bag breaks after {read} messages (last good: {last}): "
                            f"{one_line(exc)}", read) from None
+
+
+def _storage_file(path: Path) -> Path | None:
+    if path.is_file():
+        return path if path.suffix in (".mcap", ".db3") else None
+    files = sorted(path.glob("*.mcap")) + sorted(path.glob("*.db3"))
+    return files[0] if len(files) == 1 else None
+
+
+def _sequential(path: Path, damage: str) -> Any:
+    """A record-by-record reader of a bag whose index or end is damaged (truncated recording)."""
+    storage = _storage_file(path)
+    if storage is None:
+        raise BagError(f"{path}: {damage}")
+    reader = (_McapStream if storage.suffix == ".mcap" else _SqliteRows)(storage)
+    if not reader.types:
+        raise BagError(f"{path}: {damage}; no topic could be read")
+    return reader
+
+
+class _McapStream:
+    """An mcap read front to back without its summary: channels first, then messages until
+    the first bad record (CRCs checked where the writer stored them)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.types: dict[str, str] = {}
+        self.counts: dict[str, int] = {}
+        try:
+            for record in self._records():
+                if type(record).__name__ == "Channel":
+                    self.types[record.topic] = self._schemas.get(record.schema_id, "")
+                elif type(record).__name__ == "Message" and record.channel_id in self._channels:
+                    topic = self._channels[record.channel_id]
+                    self.counts[topic] = self.counts.get(topic, 0) + 1
+        except Exception:  # noqa: BLE001 - the break is reported when messages are read
+            pass
+
+    def _records(self) -> Any:
+        from mcap.records import Channel, Schema
+        from mcap.stream_reader import StreamReader
+
+        self._schemas: dict[int, str] = {}
+        self._channels: dict[int, str] = {}
+        with open(self.path, "rb") as handle:
+            for record in StreamReader(handle, validate_crcs=True).records:
+                if isinstance(record, Schema):
+                    self._schemas[record.id] = record.name
+                elif isinstance(record, Channel):
+                    self._channels[record.id] = record.topic
+                yield record
+
+    def messages(self, topics: set[str]) -> Iterator[tuple[str, int, bytes]]:
+        for record in self._records():
+            if type(record).__name__ == "Message":
+                topic = self._channels.get(record.channel_id)
+                if topic in topics:
+                    yield topic, int(record.log_time), record.data
+
+    def close(self) -> None:
+        pass
+
+
+class _SqliteRows:
+    """A rosbag2 sqlite3 file read row by row (insertion order) until the first bad page."""
+
+    def __init__(self, path: Path) -> None:
+        import sqlite3
+
+        self.con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        self.ids: dict[int, str] = {}
+        self.types: dict[str, str] = {}
+        try:
+            for topic_id, name, msgtype in self.con.execute("SELECT id, name, type FROM topics"):
+                self.ids[topic_id], self.types[name] = name, msgtype
+        except sqlite3.DatabaseError:
+            pass
+        self.counts: dict[str, int] = {}
+
+    def messages(self, topics: set[str]) -> Iterator[tuple[str, int, bytes]]:
+        for topic_id, t_ns, data in self.con.execute("SELECT topic_id, timestamp, data FROM messages"):
+            topic = self.ids.get(topic_id)
+            if topic in topics:
+                yield topic, int(t_ns), data
+
+    def close(self) -> None:
+        self.con.close()
 
 
 def mono8(msg: Any) -> np.ndarray:
