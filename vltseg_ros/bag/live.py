@@ -214,6 +214,8 @@ def run_live(bag: Bag, topics: Topics, opts: EvalOptions, out_bag: Path, out_dir
             facts["setup_seconds"] = time.perf_counter() - t0
             _play(bag, topics, player, recorder, bag_out, side, facts, node_proc)
             recorder.flush()
+            if facts["partial"]:
+                bag_out.custom["vltseg.partial"] = facts["partial"]
             facts["node_diagnostics"] = recorder.last_diagnostics
             facts["live"] = _live_facts(recorder, opts.rate)
     finally:

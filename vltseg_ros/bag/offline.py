@@ -134,7 +134,7 @@ def run_offline(bag: Bag, topics: Topics, opts: EvalOptions, out_bag: Path) -> t
                     stats.status(NODE, scorer.band), model_stats.status(NODE)]))
                 bar.update(len(scorer.frames))
         except BagError as exc:
-            facts["partial"] = str(exc)
+            facts["partial"] = bag_out.custom["vltseg.partial"] = str(exc)
         finally:
             bar.close()
     facts["seconds"] = time.perf_counter() - t0

@@ -52,6 +52,7 @@ class BagWriter:
         self.tmp = self.target.parent / f".{self.target.name}.partial-{os.getpid()}"
         self._conns: dict[str, Any] = {}
         self.counts: dict[str, int] = {}
+        self.custom: dict[str, str] = {}  # metadata.yaml custom_data, e.g. vltseg.partial
         self._writer: Any = None
 
     def __enter__(self) -> BagWriter:
@@ -81,6 +82,8 @@ class BagWriter:
                  tb: TracebackType | None) -> None:
         try:
             if kind is None:
+                for key, value in self.custom.items():
+                    self._writer.set_custom_data(key, value)
                 self._writer.close()
                 self._commit()
             else:
