@@ -178,6 +178,11 @@ def test_topics_by_name_and_errors_are_one_line(tmp_path, onnx) -> None:
     report, err = evaluate(bag, onnx, tmp_path / "eval", "--image-topic", "/camera/image_raw",
                            "--gt-topic", "/camera/ground_truth")
     assert err is None and report["summary"]["frames_scored"] == 6
+    from vltseg_ros.bag.read import Bag
+
+    _, err = evaluate(bag, onnx, tmp_path / "small", "--outputs", "segmentation")
+    with Bag(tmp_path / "small" / "offline_bag") as small:
+        assert small.counts["/vltseg/camera/segmentation"] == 6 and "/vltseg/camera/confidence" not in small.counts
     for args, words in (((tmp_path / "missing.mcap",), "no such bag"),
                         ((bag, "--image-topic", "/nope"), "no topic /nope"),
                         ((tmp_path / "model.txt",), "cannot open")):
@@ -186,6 +191,8 @@ def test_topics_by_name_and_errors_are_one_line(tmp_path, onnx) -> None:
         assert err is not None and words in err and "\n" not in err, err
     _, err = evaluate(bag, tmp_path / "missing.onnx", tmp_path / "bad")
     assert "no such model" in err
+    _, err = evaluate(bag, onnx, tmp_path / "bad", "--outputs", "masks")
+    assert "unknown output(s) masks" in err
     assert not (tmp_path / "bad").exists()
 
 

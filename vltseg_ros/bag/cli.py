@@ -96,8 +96,10 @@ def _eval(args: argparse.Namespace) -> None:
         _fail("eval", BagError(f"no such model: {args.model}"))
     bag_path = Path(args.bag)
     out = args.out or bag_path.parent / f"{bag_path.stem if bag_path.is_file() else bag_path.name}_eval"
+    kinds = _output_kinds(args.outputs)
     opts = EvalOptions(Path(args.model), args.backend, args.threads, tolerance_ms=args.tolerance_ms,
-                       window=args.window, rate=args.rate, clock=args.clock, start_timeout=args.start_timeout)
+                       window=args.window, rate=args.rate, clock=args.clock, start_timeout=args.start_timeout,
+                       outputs=kinds)
     try:
         segments = read_segments_file(args.segments) if args.segments else None
         with Bag(bag_path) as bag:
@@ -127,6 +129,18 @@ def _eval(args: argparse.Namespace) -> None:
         _fail("eval", BagError(f"{report['partial']} (report marked partial: {path})"))
 
 
+def _output_kinds(text: str | None) -> frozenset[str] | None:
+    from vltseg_ros.params import OUTPUTS
+
+    if text is None:
+        return None
+    kinds = frozenset(k for k in text.split(",") if k)
+    if kinds - set(OUTPUTS):
+        _fail("eval", BagError(f"unknown output(s) {', '.join(sorted(kinds - set(OUTPUTS)))}; "
+                               f"choose from {', '.join(OUTPUTS)}"))
+    return kinds
+
+
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="replay a bag through the model (offline) or the node (--live) and score it")
     p.add_argument("bag", type=Path, help="bag directory, .mcap or .db3")
@@ -143,6 +157,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--window", type=int, default=30, help="domain-shift running-mean window (frames)")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"])
     p.add_argument("--threads", type=int, default=0, help="CPU threads of the model (0: backend default)")
+    p.add_argument("--outputs", help="node outputs written to the output bag, e.g. segmentation,color "
+                   "(default: all the node publishes; confidence is the largest)")
     p.add_argument("--start-timeout", type=float, default=180.0, help="live: seconds to wait for the node")
     p.set_defaults(func=_eval)
 

@@ -75,7 +75,7 @@ class Recorder:
     """Subscribes to the node's outputs; writes them into the output bag and feeds the scorer.
     Runs in the executor thread; `lock` guards the bag and the scorer against the player."""
 
-    def __init__(self, node: Any, bag_out: BagWriter, camera: str) -> None:
+    def __init__(self, node: Any, bag_out: BagWriter, camera: str, keep: frozenset[str] | None = None) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image
@@ -84,6 +84,7 @@ class Recorder:
         from vltseg_ros.msg import LabelInfo
 
         self.bag_out, self.lock = bag_out, threading.Lock()
+        self.keep = keep  # output kinds written to the bag (None: all)
         self.scorer: Scorer | None = None
         self.label_info: Any = None
         self.published: dict[int, tuple[int, int]] = {}  # stamp -> (bag time, monotonic ns published)
@@ -125,7 +126,8 @@ class Recorder:
         now = time.monotonic_ns()
         stamp = types.stamp_ns(msg.header)
         with self.lock:
-            self.bag_out.write(topic, self._bag_time(stamp, now), msg)
+            if self.keep is None or kind in self.keep:
+                self.bag_out.write(topic, self._bag_time(stamp, now), msg)
             if kind == "segmentation":
                 self.results.setdefault(stamp, now)
                 self._masks[stamp] = (mono8(msg).copy(), now)
@@ -198,7 +200,7 @@ def run_live(bag: Bag, topics: Topics, opts: EvalOptions, out_bag: Path, out_dir
     t0 = time.perf_counter()
     try:
         with BagWriter(out_bag, "mcap", overwrite=True) as bag_out:
-            recorder = Recorder(node, bag_out, opts.camera)
+            recorder = Recorder(node, bag_out, opts.camera, opts.outputs)
             player = Player(node, bag, [topics.image], opts.rate, opts.clock, clock_topic=topics.image)
             spinner.start()
             out_dir.mkdir(parents=True, exist_ok=True)

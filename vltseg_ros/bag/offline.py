@@ -31,6 +31,7 @@ class EvalOptions:
     rate: float = 1.0
     clock: bool = False
     start_timeout: float = 180.0
+    outputs: frozenset[str] | None = None  # kinds written to the output bag (None: what the node publishes)
 
 
 def output_topics(camera: str = "camera") -> dict[str, str]:
@@ -90,6 +91,7 @@ def run_offline(bag: Bag, topics: Topics, opts: EvalOptions, out_bag: Path) -> t
     predictor = load_predictor(opts)
     meta = predictor.metadata
     kinds, alpha, threshold = node_defaults()
+    kinds = kinds if opts.outputs is None else kinds & opts.outputs
     style = outputs.Style(tuple(meta.class_names), outputs.palette(meta), alpha,
                           outputs.detection_types("auto"), tuple(meta.tasks))
     scorer = make_scorer(tuple(meta.class_names), meta.extra, opts, topics.gt is not None)

@@ -144,14 +144,17 @@ class Scorer:
                 order.append(f.segment)
         t0 = min((f.stamp_ns for f in self.frames), default=0)
         rows = []
+        stamps = sorted(f.stamp_ns for f in self.frames)
         for name in order:
             part = [f for f in self.frames if f.segment == name]
+            nxt = bisect.bisect_right(stamps, part[-1].stamp_ns)  # a band ends where the next frame starts
             metrics = self._metrics(part)
             conf = [f.mean_confidence for f in part if f.mean_confidence is not None]
             states = [f.shifted for f in part if f.shifted is not None]
             rows.append({"segment": name, "frames": len(part),
                          "frames_scored": sum(f.matrix is not None for f in part),
-                         "start_s": (part[0].stamp_ns - t0) / 1e9, "end_s": (part[-1].stamp_ns - t0) / 1e9,
+                         "start_s": (part[0].stamp_ns - t0) / 1e9,
+                         "end_s": ((stamps[nxt] if nxt < len(stamps) else part[-1].stamp_ns) - t0) / 1e9,
                          "mIoU": metrics["mIoU"] if metrics else None,
                          "mean_confidence": float(np.mean(conf)) if conf else None,
                          "shift_warnings": sum(states), "shift_checked": len(states),
