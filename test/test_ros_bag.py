@@ -196,6 +196,38 @@ def test_topics_by_name_and_errors_are_one_line(tmp_path, onnx) -> None:
     assert not (tmp_path / "bad").exists()
 
 
+def test_box_truth_is_written_and_scored(tmp_path) -> None:
+    from export_helpers import tiny_export
+
+    from vltseg_ros.bag.read import Bag
+
+    bag = make(tmp_path / "drive.mcap")
+    with Bag(bag) as reader:
+        topics = reader.find_topics()
+        assert topics.gt_boxes == "/camera/ground_truth/detections"
+        assert reader.counts[topics.gt_boxes] == 6
+    report, err = evaluate(bag, tiny_export("vltseg_tiny_det"), tmp_path / "eval")
+    assert err is None, err
+    det = report["summary"]["detection"]
+    assert det["frames"] == 6  # a detection model: every frame paired with its box truth
+    assert det["gt_boxes_of_unknown_classes"] > 0  # the random model's classes are thing0.., not Cityscapes'
+
+
+def test_scorer_detection_ap() -> None:
+    from vltseg_ros.bag.score import Scorer
+
+    truth = np.array([[10, 10, 50, 40], [60, 20, 90, 70]], np.float32)
+    labels = np.array([0, 1], np.int64)
+    perfect, shifted = Scorer(("a", "b")), Scorer(("a", "b"))
+    for scorer, boxes in ((perfect, truth), (shifted, truth + 12)):
+        for stamp in (1, 2):
+            scorer.gt_boxes(stamp, truth, labels)
+            scorer.pred_boxes(stamp, boxes, np.array([0.9, 0.8], np.float32), labels, (100, 100))
+        scorer.pred_boxes(3, truth, np.ones(2, np.float32), labels, (100, 100))  # no truth: not scored
+    assert perfect.detection()["AP"] == pytest.approx(100.0) and perfect.detection()["frames"] == 2
+    assert shifted.detection()["AP50"] < 100.0
+
+
 # ---- damaged bags ----
 
 def test_truncated_and_corrupt_mcap_give_partial_report(tmp_path, onnx) -> None:

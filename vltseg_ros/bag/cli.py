@@ -103,7 +103,7 @@ def _eval(args: argparse.Namespace) -> None:
     try:
         segments = read_segments_file(args.segments) if args.segments else None
         with Bag(bag_path) as bag:
-            topics = bag.find_topics(args.image_topic, args.gt_topic, args.segment_topic)
+            topics = bag.find_topics(args.image_topic, args.gt_topic, args.segment_topic, args.gt_boxes_topic)
             print(f"bag eval ({mode}): {bag_path}: camera {topics.image} ({topics.image_type.split('/')[-1]}), "
                   f"ground truth {topics.gt or 'none'}, conditions {topics.domain or 'none'}", flush=True)
             started = time.perf_counter()
@@ -151,6 +151,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clock", action="store_true", help="live: publish /clock and run the node on sim time")
     p.add_argument("--image-topic", help="camera topic (default: the bag's Image/CompressedImage topic)")
     p.add_argument("--gt-topic", help="ground-truth mono8 topic (default: found by name)")
+    p.add_argument("--gt-boxes-topic", help="box truth, Detection2DArray (default: found by name)")
     p.add_argument("--segment-topic", help="condition topic: std_msgs Header (frame_id) or String")
     p.add_argument("--segments", type=Path, help="file of 'name start_s [end_s]' lines (s from the first frame)")
     p.add_argument("--tolerance-ms", type=float, default=0.0, help="stamp tolerance pairing frames with ground truth")

@@ -90,6 +90,7 @@ class Recorder:
         self.published: dict[int, tuple[int, int]] = {}  # stamp -> (bag time, monotonic ns published)
         self.results: dict[int, int] = {}  # stamp -> monotonic ns its mask arrived
         self._masks: dict[int, tuple[np.ndarray, int]] = {}
+        self._sizes: dict[int, tuple[int, int]] = {}
         self.last_diagnostics: dict[str, str] = {}
         reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=20, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -130,7 +131,14 @@ class Recorder:
                 self.bag_out.write(topic, self._bag_time(stamp, now), msg)
             if kind == "segmentation":
                 self.results.setdefault(stamp, now)
+                self._sizes[stamp] = (int(msg.height), int(msg.width))
                 self._masks[stamp] = (mono8(msg).copy(), now)
+            elif kind == "detections" and self.scorer is not None:
+                from vltseg_ros.bag.read import boxes_of
+
+                boxes, scores, labels, _ = boxes_of(msg, self.scorer.names)
+                size = self._sizes.get(stamp, (0, 0))
+                self.scorer.pred_boxes(stamp, boxes, scores, labels, size)
             elif kind == "confidence" and stamp in self._masks:
                 conf = np.frombuffer(bytes(msg.data), np.float32).reshape(msg.height, -1)[:, : msg.width]
                 self._score(stamp, conf)
@@ -212,7 +220,7 @@ def run_live(bag: Bag, topics: Topics, opts: EvalOptions, out_bag: Path, out_dir
             with recorder.lock:
                 recorder.scorer = make_scorer(names, extra, opts, topics.gt is not None)
                 bag_out.write(f"{NODE}/label_info", 0, recorder.label_info, latched=True)
-            side = [t for t in (topics.gt, topics.domain) if t]
+            side = [t for t in (topics.gt, topics.domain, topics.gt_boxes) if t]
             facts["setup_seconds"] = time.perf_counter() - t0
             _play(bag, topics, player, recorder, bag_out, side, facts, node_proc)
             recorder.flush()

@@ -10,6 +10,8 @@ Written per frame, all with the same header (stamp = start + i / rate, frame_id)
   <topic>              sensor_msgs/Image (`encoding`), or CompressedImage on <topic>/compressed
   <base>/ground_truth  sensor_msgs/Image mono8 train ids, 255 = ignore
   <base>/domain        std_msgs/Header whose frame_id names the segment (condition)
+  <base>/ground_truth/detections  vltseg_ros/Detection2DArray of the thing instances (class_id =
+                       the Cityscapes class name, score 1), where the source has instances
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class Item:
     image: np.ndarray  # HxWx3 uint8 RGB
     gt: np.ndarray | None = None  # HxW uint8 train ids
     segment: str | None = None
+    boxes: np.ndarray | None = None  # float32 [N, 4] xyxy px, with `box_labels` (train ids)
+    box_labels: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ def base_topic(topic: str) -> str:
 
 def synth_items(conditions: Sequence[str], per_condition: int, size: tuple[int, int],
                 seed: int = 0) -> tuple[int, Iterator[Item]]:
-    from vltseg_core.data.synth import DOMAINS, sequence_frame
+    from vltseg_core.data.synth import DOMAINS, sequence_sample
 
     bad = [c for c in conditions if c not in DOMAINS]
     if bad or not conditions:
@@ -68,8 +72,8 @@ def synth_items(conditions: Sequence[str], per_condition: int, size: tuple[int, 
     def gen() -> Iterator[Item]:
         for cond in conditions:
             for i in range(per_condition):
-                rgb, gt = sequence_frame(cond, i, size, seed)
-                yield Item(rgb, gt, cond)
+                rgb, gt, boxes, labels = sequence_sample(cond, i, size, seed)
+                yield Item(rgb, gt, cond, boxes, labels)
     return len(conditions) * per_condition, gen()
 
 
@@ -116,24 +120,37 @@ def dataset_items(name: str, root: Path, split: str, conditions: Sequence[str] |
 
     parts = []
     if name == "synth":  # the synthetic benchmark: Cityscapes-layout clear + ACDC-layout conditions
-        parts.append((build_dataset("cityscapes", root, split, boxes=False), "clear"))
+        parts.append((build_dataset("cityscapes", root, split), "clear"))
         conds = conditions or ("fog", "rain", "snow", "night")
-        parts += [(build_dataset("acdc", root, split, conditions=[c], boxes=False), c) for c in conds]
+        parts += [(build_dataset("acdc", root, split, conditions=[c]), c) for c in conds]
     elif name == "acdc":
         for c in conditions or ("fog", "night", "rain", "snow"):
-            parts.append((build_dataset("acdc", root, split, conditions=[c], boxes=False), c))
+            parts.append((build_dataset("acdc", root, split, conditions=[c]), c))
     else:
-        parts.append((build_dataset(name, root, split, boxes=False), None))
+        parts.append((build_dataset(name, root, split), None))
     picks = [(ds, seg, i) for ds, seg in parts for i in range(len(ds) if limit is None else min(limit, len(ds)))]
 
     def gen() -> Iterator[Item]:
         for ds, seg, i in picks:
             if ground_truth:
                 image, target, _ = ds.sample_arrays(i)
-                yield Item(image, np.asarray(target["sem_seg"], np.uint8), seg)
+                has_boxes = ds.records[i].instance is not None  # no instance map: no box truth
+                yield Item(image, np.asarray(target["sem_seg"], np.uint8), seg,
+                           target["boxes"] if has_boxes else None, target["labels"] if has_boxes else None)
             else:
                 yield Item(read_rgb(ds.records[i].image), None, seg)
     return len(picks), gen()
+
+
+def box_msg(boxes: np.ndarray, labels: np.ndarray, header: object) -> object:
+    """Ground-truth boxes as the node's detections message (score 1, Cityscapes names)."""
+    from vltseg_core.data.labels import class_names
+    from vltseg_core.runtime.predictor import Prediction
+    from vltseg_ros import outputs
+
+    truth = Prediction(boxes=np.asarray(boxes, np.float32).reshape(-1, 4), scores=np.ones(len(labels), np.float32),
+                       labels=np.asarray(labels, np.int64))
+    return outputs.detections_msg(truth, tuple(class_names()), header, outputs.detection_types("vltseg_ros"))
 
 
 def write_bag(target: Path, total: int, items: Iterator[Item], opts: MakeOptions,
@@ -158,6 +175,8 @@ def write_bag(target: Path, total: int, items: Iterator[Item], opts: MakeOptions
                     bag.write(f"{base}/domain", t, types.header_at(t, item.segment))
                 if opts.ground_truth and item.gt is not None:
                     bag.write(f"{base}/ground_truth", t, to_image_msg(item.gt, "mono8", header))
+                if opts.ground_truth and item.boxes is not None:
+                    bag.write(f"{base}/ground_truth/detections", t, box_msg(item.boxes, item.box_labels, header))
                 msg = (encode_compressed(item.image, opts.compressed, header, opts.quality) if opts.compressed
                        else encode_image(item.image, opts.encoding, header))
                 bag.write(image_topic, t, msg)

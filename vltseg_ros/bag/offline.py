@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vltseg_ros.bag import types
-from vltseg_ros.bag.read import Bag, BagError, Topics, domain_name, mono8, one_line
+from vltseg_ros.bag.read import Bag, BagError, Topics, boxes_of, domain_name, mono8, one_line
 from vltseg_ros.bag.score import Scorer
 from vltseg_ros.bag.write import BagWriter
 
@@ -76,10 +76,17 @@ def copy_side(bag_out: BagWriter, scorer: Scorer, topics: Topics, topic: str, t_
     elif topic == topics.domain:
         msg = types.deserialize(raw, topics.domain_type)
         scorer.domain(types.stamp_ns(msg) if hasattr(msg, "stamp") else t_ns, domain_name(msg))
+    elif topic == topics.gt_boxes:
+        msg = types.deserialize(raw, topics.gt_boxes_type)
+        boxes, _, labels, unknown = boxes_of(msg, scorer.names)
+        scorer.unknown_box_classes += unknown
+        scorer.gt_boxes(types.stamp_ns(msg.header), boxes, labels)
 
 
 def bag_out_type(topics: Topics, topic: str) -> str:
-    return {topics.image: topics.image_type, topics.gt: types.IMAGE}.get(topic) or topics.domain_type or ""
+    known = {topics.image: topics.image_type, topics.gt: types.IMAGE, topics.domain: topics.domain_type,
+             topics.gt_boxes: topics.gt_boxes_type}
+    return known[topic] or ""
 
 
 def run_offline(bag: Bag, topics: Topics, opts: EvalOptions, out_bag: Path) -> tuple[Scorer, dict[str, Any]]:
@@ -129,7 +136,10 @@ def run_offline(bag: Bag, topics: Topics, opts: EvalOptions, out_bag: Path) -> t
                 model_stats.called(1, 1)
                 for kind, out in outputs.frame_messages(image, pred, msg.header, kinds, style).items():
                     bag_out.write(out_names[kind], t_ns, out)
-                record = scorer.prediction(types.stamp_ns(msg.header), pred.mask, pred.confidence, model_ms=model_ms)
+                stamp = types.stamp_ns(msg.header)
+                record = scorer.prediction(stamp, pred.mask, pred.confidence, model_ms=model_ms)
+                if "det" in style.tasks:
+                    scorer.pred_boxes(stamp, pred.boxes, pred.scores, pred.labels, image.shape[:2])
                 stats.published(model_ms, model_ms, record.mean_confidence,
                                 scorer.monitor.state if scorer.monitor else None)
                 bag_out.write("/diagnostics", t_ns, diagnostic_array(msg.header.stamp, [

@@ -43,9 +43,11 @@ class Topics:
     gt: str | None = None
     domain: str | None = None
     domain_type: str | None = None
+    gt_boxes: str | None = None
+    gt_boxes_type: str | None = None
 
     def all(self) -> list[str]:
-        return [t for t in (self.image, self.gt, self.domain) if t]
+        return [t for t in (self.image, self.gt, self.domain, self.gt_boxes) if t]
 
 
 class Bag:
@@ -87,7 +89,7 @@ class Bag:
         return {c.topic: c.msgcount for c in self.reader.connections}
 
     def find_topics(self, image: str | None = None, gt: str | None = None,
-                    domain: str | None = None) -> Topics:
+                    domain: str | None = None, gt_boxes: str | None = None) -> Topics:
         """Named topics are checked; unnamed ones are found by type and name."""
         listing = ", ".join(f"{t} ({m})" for t, m in sorted(self.types.items())) or "none"
         for name in (image, gt, domain):
@@ -106,7 +108,12 @@ class Bag:
             raise BagError(f"{self.path}: {image} is {self.types[image]}, not an Image or CompressedImage")
         domain = domain or next((t for t, m in self.types.items()
                                  if m in (types.HEADER, types.STRING) and DOMAIN_NAME.search(t)), None)
-        return Topics(image, self.types[image], gt, domain, self.types.get(domain) if domain else None)
+        boxes = gt_boxes or next((t for t, m in self.types.items() if m in types.DETECTIONS
+                                  and GT_NAME.search(t) and not t.startswith(OUTPUT_PREFIX)), None)
+        if boxes and self.types.get(boxes) not in types.DETECTIONS:
+            raise BagError(f"{self.path}: {boxes} is {self.types.get(boxes)}, not a Detection2DArray")
+        return Topics(image, self.types[image], gt, domain, self.types.get(domain) if domain else None,
+                      boxes, self.types.get(boxes) if boxes else None)
 
     def messages(self, topics: Sequence[str]) -> Iterator[tuple[str, int, bytes]]:
         """(topic, bag time ns, raw CDR) in time order; a break raises `BagError` naming it."""
@@ -221,6 +228,24 @@ def mono8(msg: Any) -> np.ndarray:
         raise BagError(f"ground truth must be mono8 train ids, got {msg.encoding}")
     rows = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.step)
     return rows[:, : msg.width]
+
+
+def boxes_of(msg: Any, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """A Detection2DArray as (boxes float32 [N, 4] xyxy, scores, class indices into `names`,
+    detections whose class is not in `names` and are left out)."""
+    boxes, scores, labels, unknown = [], [], [], 0
+    index = {n: i for i, n in enumerate(names)}
+    for det in msg.detections:
+        if not det.results or det.results[0].hypothesis.class_id not in index:
+            unknown += 1
+            continue
+        cx, cy = det.bbox.center.position.x, det.bbox.center.position.y
+        w, h = det.bbox.size_x, det.bbox.size_y
+        boxes.append((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
+        scores.append(det.results[0].hypothesis.score)
+        labels.append(index[det.results[0].hypothesis.class_id])
+    return (np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float32),
+            np.asarray(labels, np.int64), unknown)
 
 
 def domain_name(msg: Any) -> str:

@@ -38,6 +38,10 @@ def headline(report: dict[str, Any]) -> str:
         lat = s.get(key) or report.get("live", {}).get(key)
         if lat and lat.get("n"):
             lines.append(f"  {name} ms: p50 {lat['p50']:.1f}  p95 {lat['p95']:.1f}  p99 {lat['p99']:.1f}")
+    det = s.get("detection")
+    if det:
+        lines.append(f"  detection AP {_num(det['AP'])}  AP50 {_num(det['AP50'])}  ({det['frames']} frames, "
+                     f"{det['gt_boxes']} true boxes, {det['detections']} detections)")
     live = report.get("live")
     if live:
         lines.append(f"  frames published {live['published']}, results {live['results']}, "
@@ -73,6 +77,10 @@ def markdown(report: dict[str, Any]) -> str:
                        f"{age['max']:.1f} |")
         out += ["", f"Live: {live['published']} frames published at x{live['rate']} real time, {live['results']} "
                 f"results, {live['dropped']} dropped by the node's latest-frame policy."]
+    det = s.get("detection")
+    if det:
+        out += ["", f"Detection over {det['frames']} frames ({det['gt_boxes']} true boxes, {det['detections']} "
+                f"detections): AP {_num(det['AP'])}, AP50 {_num(det['AP50'])}, AP75 {_num(det['AP75'])}."]
     if s["per_class_IoU"]:
         out += ["", "| class | IoU % |", "|---|---:|"]
         out += [f"| {name} | {_pct(v)} |" for name, v in s["per_class_IoU"].items()]

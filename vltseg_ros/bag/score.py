@@ -52,6 +52,9 @@ class Scorer:
         self._masks: dict[int, tuple[FrameRecord, np.ndarray]] = {}
         self.domains: list[tuple[int, str]] = []
         self.gt_frames = 0
+        self._gt_boxes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._pred_boxes: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]] = {}
+        self.unknown_box_classes = 0
         self.size_mismatch = 0
         self.gt_outside_pixels = 0
 
@@ -81,6 +84,35 @@ class Scorer:
             else:
                 self._keep(self._masks, stamp_ns, (record, mask))
         return record
+
+    def gt_boxes(self, stamp_ns: int, boxes: np.ndarray, labels: np.ndarray) -> None:
+        self._gt_boxes[stamp_ns] = (boxes, labels)
+
+    def pred_boxes(self, stamp_ns: int, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+                   size: tuple[int, int]) -> None:
+        """A frame's detections ((H, W) `size`); scored against box truth of the same stamp."""
+        self._pred_boxes[stamp_ns] = (boxes, scores, labels, size)
+
+    def detection(self) -> dict[str, Any] | None:
+        """COCO AP/AP50/AP75 (%) over frames with both box truth and detections (None: none)."""
+        from vltseg_core.evaluation.coco_eval import coco_ap
+        import torch
+
+        stamps = [s for s in self._pred_boxes if self._near(self._gt_boxes, s) is not None]
+        if not stamps:
+            return None
+        gts, dets, sizes = [], [], []
+        for s in stamps:
+            boxes, labels = self._gt_boxes[self._near(self._gt_boxes, s)]
+            pb, ps, pl, size = self._pred_boxes[s]
+            gts.append({"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels)})
+            dets.append({"boxes": torch.from_numpy(pb), "scores": torch.from_numpy(ps), "labels": torch.from_numpy(pl)})
+            sizes.append(size)
+        ap = coco_ap(gts, dets, sizes, list(range(self.k)))
+        return {"frames": len(stamps), "gt_boxes": int(sum(len(g["labels"]) for g in gts)),
+                "detections": int(sum(len(d["labels"]) for d in dets)),
+                **{k: None if np.isnan(v) else v for k, v in ap.items()},
+                "gt_boxes_of_unknown_classes": self.unknown_box_classes}
 
     def domain(self, stamp_ns: int, name: str) -> None:
         self.domains.append((stamp_ns, name))
@@ -190,6 +222,7 @@ class Scorer:
             "domain_shift_band": None if self.band is None else self.band.to_json(),
             "shift_warnings": sum(bool(f.shifted) for f in self.frames),
             "segments": self.segment_rows(),
+            "detection": self.detection(),
             "model_latency_ms": percentiles([f.model_ms for f in self.frames if f.model_ms is not None]),
             "e2e_latency_ms": percentiles([f.e2e_ms for f in self.frames if f.e2e_ms is not None]),
         }

@@ -15,6 +15,7 @@ HEADER = "std_msgs/msg/Header"
 STRING = "std_msgs/msg/String"
 CLOCK = "rosgraph_msgs/msg/Clock"
 IMAGE_TYPES = (IMAGE, COMPRESSED)
+DETECTIONS = ("vltseg_ros/msg/Detection2DArray", "vision_msgs/msg/Detection2DArray")
 
 
 def _msg_dir() -> Path | None:
