@@ -260,6 +260,31 @@ def test_truncated_sqlite_is_one_line_and_leaves_nothing(tmp_path, onnx) -> None
     assert not leftovers(tmp_path)
 
 
+def test_make_from_a_dataset_and_a_video(tmp_path, onnx) -> None:
+    import cv2
+
+    from train_helpers import synth_root_at
+
+    root = synth_root_at(tmp_path / "synth", 10)
+    assert cli("bag", "make", tmp_path / "ds.mcap", "--dataset", "synth", "--root", root, "--frames", 2,
+               "--conditions", "fog,night") is None
+    report, err = evaluate(tmp_path / "ds.mcap", onnx, tmp_path / "eval")
+    assert err is None, err
+    rows = report["summary"]["segments"]
+    assert [r["segment"] for r in rows] == ["clear", "fog", "night"] and all(r["frames_scored"] == 2 for r in rows)
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (96, 64))
+    for i in range(5):
+        writer.write(np.full((64, 96, 3), 30 * i, np.uint8))
+    writer.release()
+    assert cli("bag", "make", tmp_path / "clip", "--video", video, "--storage", "sqlite3") is None
+    from vltseg_ros.bag.read import Bag
+
+    with Bag(tmp_path / "clip") as bag:
+        assert bag.counts == {"/camera/image_raw": 5}
+    assert "cannot open video" in cli("bag", "make", tmp_path / "x.mcap", "--video", tmp_path / "none.avi")
+
+
 def test_make_is_atomic(tmp_path) -> None:
     import cv2
 
@@ -283,11 +308,14 @@ def test_make_is_atomic(tmp_path) -> None:
 # ---- live ----
 
 @pytest.mark.slow
-def test_live_agrees_with_offline_on_common_frames(tmp_path, onnx, ros_domain) -> None:
-    bag = make(tmp_path / "drive.mcap", conditions=("clear", "fog"), frames=6)
+@pytest.mark.parametrize("variant", ["raw_sim_time", "png_compressed"])
+def test_live_agrees_with_offline_on_common_frames(tmp_path, onnx, ros_domain, variant) -> None:
+    extra = ("--compressed", "png") if variant == "png_compressed" else ()
+    bag = make(tmp_path / "drive.mcap", *extra, conditions=("clear", "fog"), frames=6)
     offline, err = evaluate(bag, onnx, tmp_path / "eval")
     assert err is None, err
-    live, err = evaluate(bag, onnx, tmp_path / "eval", "--live", "--rate", "0.5", "--clock")
+    clock = ("--clock",) if variant == "raw_sim_time" else ()
+    live, err = evaluate(bag, onnx, tmp_path / "eval", "--live", "--rate", "0.5", *clock)
     assert err is None, err
     frames = live["live"]
     assert frames["published"] == 12 and frames["results"] + frames["dropped"] == 12
@@ -307,7 +335,7 @@ def test_live_agrees_with_offline_on_common_frames(tmp_path, onnx, ros_domain) -
 
     with Bag(out_bag) as replay:
         assert replay.counts["/vltseg/camera/segmentation"] == frames["results"]
-        assert replay.counts["/camera/image_raw"] == 12
+        assert replay.counts[live["topics"]["image"]] == 12
 
 
 def test_play_publishes_the_bag(tmp_path, ros_context, ros_domain) -> None:
