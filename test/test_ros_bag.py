@@ -133,7 +133,8 @@ def test_mcap_reader_agrees_on_counts_and_stamps(tmp_path, onnx) -> None:
         stamp = m.ros_msg.header.stamp if hasattr(m.ros_msg, "header") else m.ros_msg.stamp
         assert m.log_time_ns == stamp.sec * 1_000_000_000 + stamp.nanosec
         stamps.setdefault(m.channel.topic, []).append(m.log_time_ns)
-    assert stamps == {"/camera/image_raw": want, "/camera/ground_truth": want, "/camera/domain": want}
+    assert stamps == {"/camera/image_raw": want, "/camera/ground_truth": want, "/camera/domain": want,
+                      "/camera/ground_truth/detections": want}
     out_bag = next((tmp_path / "eval" / "offline_bag").glob("*.mcap"))
     counts: dict[str, int] = {}
     for m in read_ros2_messages(str(out_bag)):
