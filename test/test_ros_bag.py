@@ -194,6 +194,10 @@ def test_topics_by_name_and_errors_are_one_line(tmp_path, onnx) -> None:
     assert "no such model" in err
     _, err = evaluate(bag, onnx, tmp_path / "bad", "--outputs", "masks")
     assert "unknown output(s) masks" in err
+    (tmp_path / "broken.onnx").write_bytes(b"not a model")
+    for mode in ((), ("--live",)):  # live: refused before any node starts, not after a time-out
+        _, err = evaluate(bag, tmp_path / "broken.onnx", tmp_path / "bad", *mode)
+        assert err is not None and "cannot load model" in err and "\n" not in err, err
     assert not (tmp_path / "bad").exists()
 
 

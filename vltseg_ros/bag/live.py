@@ -243,23 +243,26 @@ def run_live(bag: Bag, topics: Topics, opts: EvalOptions, out_bag: Path, out_dir
 
 
 def _model_extra(model: Path) -> dict[str, str]:
-    """The model's metadata extras (domain-shift band) without loading its weights where possible."""
+    """The model's metadata extras (the domain-shift band); loading it here first also turns a
+    model the node could not load into one line now rather than a start time-out."""
     from vltseg_ros.bag.offline import load_predictor
 
-    try:
-        return dict(load_predictor(EvalOptions(model=model)).metadata.extra)
-    except BagError:
-        return {}
+    return dict(load_predictor(EvalOptions(model=model)).metadata.extra)
 
 
 def _play(bag: Bag, topics: Topics, player: Player, recorder: Recorder, bag_out: BagWriter,
           side: list[str], facts: dict[str, Any], node_proc: NodeProcess) -> None:
     """Frames to the node (paced), side topics straight to the scorer; then wait for the tail."""
+    from vltseg_core.progress import image_progress
+
+    bar = image_progress("bag eval live", max(bag.counts.get(topics.image) or 0, 1))
+
     def on_publish(topic: str, t_ns: int, raw: bytes, sent_ns: int) -> None:
         msg = types.deserialize(raw, topics.image_type)
         with recorder.lock:
             recorder.published[types.stamp_ns(msg.header)] = (t_ns, sent_ns)
             bag_out.write_raw(topic, topics.image_type, t_ns, raw)
+            bar.update(len(recorder.published), results=str(len(recorder.results)))
 
     def first(t0_ns: int) -> None:
         if player.clock:  # the node's sim clock starts before its first frame
@@ -272,6 +275,8 @@ def _play(bag: Bag, topics: Topics, player: Player, recorder: Recorder, bag_out:
         player.play(on_publish, first)
     except BagError as exc:
         facts["partial"] = str(exc)
+    finally:
+        bar.close()
     side_reader.join()
     quiet_since, last_count = time.monotonic(), -1
     while time.monotonic() - quiet_since < 3.0 and len(recorder.results) < len(recorder.published):
