@@ -341,6 +341,7 @@ def test_live_agrees_with_offline_on_common_frames(tmp_path, onnx, ros_domain, v
     with Bag(out_bag) as replay:
         assert replay.counts["/vltseg/camera/segmentation"] == frames["results"]
         assert replay.counts[live["topics"]["image"]] == 12
+        assert replay.reader.start_time == int(START * 1e9)  # plays beside the input bag
 
 
 def test_play_publishes_the_bag(tmp_path, ros_context, ros_domain) -> None:

@@ -85,6 +85,7 @@ class Recorder:
 
         self.bag_out, self.lock = bag_out, threading.Lock()
         self.keep = keep  # output kinds written to the bag (None: all)
+        self.closed = False
         self.scorer: Scorer | None = None
         self.label_info: Any = None
         self.published: dict[int, tuple[int, int]] = {}  # stamp -> (bag time, monotonic ns published)
@@ -114,6 +115,8 @@ class Recorder:
     def _on_diagnostics(self, msg: Any) -> None:
         now = time.monotonic_ns()
         with self.lock:
+            if self.closed:
+                return
             for status in msg.status:
                 if status.name.endswith(": camera") or status.name.endswith(f"{NODE}: camera"):
                     self.last_diagnostics = {kv.key: kv.value for kv in status.values}
@@ -127,6 +130,8 @@ class Recorder:
         now = time.monotonic_ns()
         stamp = types.stamp_ns(msg.header)
         with self.lock:
+            if self.closed:
+                return
             if self.keep is None or kind in self.keep:
                 self.bag_out.write(topic, self._bag_time(stamp, now), msg)
             if kind == "segmentation":
@@ -219,7 +224,6 @@ def run_live(bag: Bag, topics: Topics, opts: EvalOptions, out_bag: Path, out_dir
             names = tuple(c.class_name for c in recorder.label_info.class_map)
             with recorder.lock:
                 recorder.scorer = make_scorer(names, extra, opts, topics.gt is not None)
-                bag_out.write(f"{NODE}/label_info", 0, recorder.label_info, latched=True)
             side = [t for t in (topics.gt, topics.domain, topics.gt_boxes) if t]
             facts["setup_seconds"] = time.perf_counter() - t0
             _play(bag, topics, player, recorder, bag_out, side, facts, node_proc)
@@ -228,6 +232,8 @@ def run_live(bag: Bag, topics: Topics, opts: EvalOptions, out_bag: Path, out_dir
                 bag_out.custom["vltseg.partial"] = facts["partial"]
             facts["node_diagnostics"] = recorder.last_diagnostics
             facts["live"] = _live_facts(recorder, opts.rate)
+            with recorder.lock:
+                recorder.closed = True  # late callbacks must not write into the closing bag
     finally:
         if node_proc is not None:
             node_proc.stop()
@@ -260,6 +266,8 @@ def _play(bag: Bag, topics: Topics, player: Player, recorder: Recorder, bag_out:
     def on_publish(topic: str, t_ns: int, raw: bytes, sent_ns: int) -> None:
         msg = types.deserialize(raw, topics.image_type)
         with recorder.lock:
+            if not recorder.published:  # the label info opens the output bag at the first frame's time
+                bag_out.write(f"{NODE}/label_info", t_ns, recorder.label_info, latched=True)
             recorder.published[types.stamp_ns(msg.header)] = (t_ns, sent_ns)
             bag_out.write_raw(topic, topics.image_type, t_ns, raw)
             bar.update(len(recorder.published), results=str(len(recorder.results)))
