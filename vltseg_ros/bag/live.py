@@ -231,7 +231,7 @@ def run_live(bag: Bag, topics: Topics, opts: EvalOptions, out_bag: Path, out_dir
             if facts["partial"]:
                 bag_out.custom["vltseg.partial"] = facts["partial"]
             facts["node_diagnostics"] = recorder.last_diagnostics
-            facts["live"] = _live_facts(recorder, opts.rate)
+            facts["live"] = {**_live_facts(recorder, opts.rate), "max_playback_lag_s": round(player.max_lag_s, 3)}
             with recorder.lock:
                 recorder.closed = True  # late callbacks must not write into the closing bag
     finally:
@@ -264,11 +264,11 @@ def _play(bag: Bag, topics: Topics, player: Player, recorder: Recorder, bag_out:
     bar = image_progress("bag eval live", max(bag.counts.get(topics.image) or 0, 1))
 
     def on_publish(topic: str, t_ns: int, raw: bytes, sent_ns: int) -> None:
-        msg = types.deserialize(raw, topics.image_type)
+        stamp = types.cdr_stamp_ns(raw)
         with recorder.lock:
             if not recorder.published:  # the label info opens the output bag at the first frame's time
                 bag_out.write(f"{NODE}/label_info", t_ns, recorder.label_info, latched=True)
-            recorder.published[types.stamp_ns(msg.header)] = (t_ns, sent_ns)
+            recorder.published[stamp] = (t_ns, sent_ns)
             bag_out.write_raw(topic, topics.image_type, t_ns, raw)
             bar.update(len(recorder.published), results=str(len(recorder.results)))
 

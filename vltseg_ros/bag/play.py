@@ -31,6 +31,7 @@ class Player:
         self.node, self.bag, self.rate, self.clock = node, bag, rate, clock
         self.clock_topic = clock_topic
         self.stop = threading.Event()
+        self.max_lag_s = 0.0  # how far publishing fell behind real time x rate (a slow reader/machine)
         reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
                               durability=DurabilityPolicy.VOLATILE)
         self.pubs: dict[str, Any] = {}
@@ -66,6 +67,7 @@ class Player:
             due = start_wall + (t_ns - start_bag) / 1e9 / self.rate
             if self.stop.wait(max(0.0, due - time.monotonic())):
                 break
+            self.max_lag_s = max(self.max_lag_s, time.monotonic() - due)
             if self.clock and (self.clock_topic is None or topic == self.clock_topic):
                 self.publish_clock(t_ns)
             self.pubs[topic].publish(bytes(raw))

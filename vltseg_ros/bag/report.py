@@ -45,7 +45,8 @@ def headline(report: dict[str, Any]) -> str:
     live = report.get("live")
     if live:
         lines.append(f"  frames published {live['published']}, results {live['results']}, "
-                     f"dropped by the node {live['dropped']}")
+                     f"dropped by the node {live['dropped']}, playback at most "
+                     f"{live.get('max_playback_lag_s', 0.0):.2f} s behind x{live['rate']} real time")
     lines.append(f"  reports: {report['out']}")
     return "\n".join(lines)
 
@@ -76,7 +77,8 @@ def markdown(report: dict[str, Any]) -> str:
             out.append(f"| result age | {age['n']} | {age['p50']:.1f} | {age['p95']:.1f} | {age['p99']:.1f} | "
                        f"{age['max']:.1f} |")
         out += ["", f"Live: {live['published']} frames published at x{live['rate']} real time, {live['results']} "
-                f"results, {live['dropped']} dropped by the node's latest-frame policy."]
+                f"results, {live['dropped']} dropped by the node's latest-frame policy; playback at most "
+                f"{live.get('max_playback_lag_s', 0.0):.2f} s behind schedule."]
     det = s.get("detection")
     if det:
         out += ["", f"Detection over {det['frames']} frames ({det['gt_boxes']} true boxes, {det['detections']} "

@@ -5,6 +5,7 @@ themselves are rclpy's CDR, so what a bag holds is exactly what goes over DDS.""
 from __future__ import annotations
 
 import importlib
+import struct
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,16 @@ def deserialize(raw: bytes, name: str) -> Any:
 
 def stamp_ns(header: Any) -> int:
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def cdr_stamp_ns(raw: bytes | memoryview) -> int:
+    """The header stamp of a serialized message whose first field is std_msgs/Header (Image,
+    CompressedImage, ...) without deserializing its pixels: CDR encapsulation (4 bytes), then
+    int32 sec and uint32 nanosec in the encoded byte order."""
+    head = bytes(raw[:12])
+    order = "<" if head[1] == 1 else ">"
+    sec, nanosec = struct.unpack(order + "iI", head[4:12])
+    return sec * 1_000_000_000 + nanosec
 
 
 def header_at(ns: int, frame_id: str = "") -> Any:
