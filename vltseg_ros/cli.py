@@ -5,6 +5,8 @@
                                          the perception node, configured and activated, in
                                          this process (no launch tools needed); Ctrl-C stops it
     vltseg-ros demo                      the live pipeline on the embedded default
+    vltseg-ros bag make|eval|play        ROS 2 bags: write from images/video/datasets, replay
+                                         through the model or the live node and score, play
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 from pathlib import Path
 
 from vltseg_ros import demo
+from vltseg_ros.bag import cli as bag_cli
 
 
 def _require_ros() -> None:
@@ -99,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("info", help="show the middleware and the vltseg_ros messages").set_defaults(func=_info)
     _add_run(sub)
     demo.add_parser(sub)
+    bag_cli.add_parser(sub)
     argv = list(sys.argv[1:] if argv is None else argv)
     cut = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
     args = parser.parse_args(argv[:cut])

@@ -6,6 +6,8 @@ resolution. Drawing only: no model math here.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -40,6 +42,38 @@ def detection_types(choice: str) -> tuple[Any, Any, Any, str]:
             continue
     raise ImportError("vision_msgs is not importable here (detections_type: vision_msgs); "
                       "install ros-<distro>-vision-msgs or use detections_type: auto")
+
+
+@dataclass(frozen=True)
+class Style:
+    """What turns a `Prediction` into messages besides the frame: fixed when the model loads."""
+
+    names: tuple[str, ...]
+    palette: np.ndarray
+    alpha: float
+    det_types: tuple
+    tasks: tuple[str, ...]
+
+
+def frame_messages(image: np.ndarray, pred: Prediction, header: Any, kinds: Collection[str],
+                   style: Style) -> dict[str, Any]:
+    """One frame's output messages by kind (of `params.OUTPUTS`), in the node's publish order
+    (mask first). The node publishes these and `vltseg-ros bag eval` writes them, so a bag's
+    outputs are the node's outputs."""
+    out: dict[str, Any] = {}
+    if pred.mask is not None:
+        if "segmentation" in kinds:
+            out["segmentation"] = mask_msg(pred, header)
+        if "color" in kinds:
+            out["color"] = color_msg(image, pred, style.palette, style.alpha, header)
+        if "confidence" in kinds:
+            out["confidence"] = confidence_msg(pred, header)
+    if "det" in style.tasks:
+        if "detections" in kinds:
+            out["detections"] = detections_msg(pred, style.names, header, style.det_types)
+        if "detections_image" in kinds:
+            out["detections_image"] = detections_image_msg(image, pred, style.names, style.palette, header)
+    return out
 
 
 def mask_msg(pred: Prediction, header: Any) -> Any:

@@ -74,6 +74,8 @@ class PerceptionNode(LifecycleNode):
         self.config = cfg
         meta = self.predictor.metadata
         self._palette = outputs.palette(meta)
+        self._style = outputs.Style(tuple(meta.class_names), self._palette, cfg.overlay_alpha,
+                                    self._det_types, tuple(meta.tasks))
         self._band = self._shift_band(cfg.domain_shift, meta.extra)
         self._create_publishers(cfg)
         self.get_logger().info(
@@ -223,23 +225,11 @@ class PerceptionNode(LifecycleNode):
 
     def _publish(self, frame: Frame, pred: Prediction, model_ms: float) -> None:
         cfg, pubs = self.config, self._pubs[frame.camera]
-        header, names = frame.header, self.predictor.metadata.class_names
+        for kind, msg in outputs.frame_messages(frame.image, pred, frame.header, pubs.keys(), self._style).items():
+            pubs[kind].publish(msg)
         shift = None
-        if pred.mask is not None:
-            if "segmentation" in pubs:
-                pubs["segmentation"].publish(outputs.mask_msg(pred, header))
-            if "color" in pubs:
-                pubs["color"].publish(outputs.color_msg(frame.image, pred, self._palette, cfg.overlay_alpha, header))
-            if "confidence" in pubs:
-                pubs["confidence"].publish(outputs.confidence_msg(pred, header))
-            if cfg.domain_shift.enabled:
-                shift = self._monitors[frame.camera].update(pred.confidence, pred.mask)
-        if "det" in self.predictor.metadata.tasks:
-            if "detections" in pubs:
-                pubs["detections"].publish(outputs.detections_msg(pred, names, header, self._det_types))
-            if "detections_image" in pubs:
-                pubs["detections_image"].publish(
-                    outputs.detections_image_msg(frame.image, pred, names, self._palette, header))
+        if pred.mask is not None and cfg.domain_shift.enabled:
+            shift = self._monitors[frame.camera].update(pred.confidence, pred.mask)
         mean_conf = float(pred.confidence.mean()) if pred.confidence is not None else None
         self._stats[frame.camera].published(model_ms, self._e2e_ms(frame), mean_conf, shift)
 

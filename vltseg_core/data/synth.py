@@ -103,12 +103,22 @@ def sequence_frame(domain: str, index: int, size: tuple[int, int] = (1024, 512),
     """Frame `index` of a drive through `domain` ((W, H) `size`): (RGB uint8 [H, W, 3], train
     ids uint8 [H, W], 255 = ignore). Deterministic in (domain, index, seed); the live demo's
     camera and `vltseg-ros bag make` stream these."""
+    image, labels, _, _ = sequence_sample(domain, index, size, seed)
+    return image, labels
+
+
+def sequence_sample(domain: str, index: int, size: tuple[int, int] = (1024, 512), seed: int = 0
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`sequence_frame` plus its instance boxes: (image, train ids, boxes float32 [N, 4] xyxy,
+    box train ids int64 [N]) of the thing classes, as the benchmark's instance maps give them."""
     if domain not in DOMAINS:
         raise ValueError(f"unknown domain {domain!r}; one of {', '.join(DOMAINS)}")
     stream = [seed, 100 + DOMAINS.index(domain), index]
     scene = render_scene(np.random.default_rng(stream), size[0], size[1])
     image = apply_domain(scene, domain, np.random.default_rng([*stream, 1]))
-    return image, cityscapes_lut()[scene.label]
+    lut = cityscapes_lut()
+    boxes, labels = boxes_from_instance_map(scene.inst, lut, thing_train_ids())
+    return image, lut[scene.label], boxes, labels
 
 
 def _render_star(args: tuple[Frame, Path, tuple[int, int]]) -> dict:
