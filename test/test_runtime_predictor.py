@@ -60,10 +60,19 @@ def test_metadata_reaches_the_predictor(seg_predictors: tuple[Predictor, Predict
         assert p.metadata.class_names[0] == "thing0" and p.metadata.input_size == (128, 256)
 
 
+@pytest.mark.parametrize("preset, tasks", [("vltseg_tiny_m2f", ("seg",)), ("vltseg_tiny_det", ("det",)),
+                                           ("vltseg_tiny_joint", ("seg", "det"))])
+def test_checkpoint_metadata_names_the_models_tasks(preset: str, tasks: tuple[str, ...]) -> None:
+    """A .pt served by the torch backend says which heads it has (consumers such as the ROS node
+    publish boxes only for models whose metadata has "det")."""
+    assert Predictor(tiny_checkpoint(preset), backend="torch").metadata.tasks == tasks
+
+
 @pytest.mark.slow
 def test_joint_backends_agree_on_detections() -> None:
     torch_p = Predictor(tiny_checkpoint("vltseg_tiny_joint"), backend="torch")
     ort_p = Predictor(tiny_export("vltseg_tiny_joint"))  # backend from the suffix
+    assert torch_p.metadata.tasks == ort_p.metadata.tasks == ("seg", "det")
     for a, b in zip(torch_p(_images(2)), ort_p(_images(2))):
         assert (a.mask == b.mask).mean() >= 0.999
         n = len(b.scores)  # the graph keeps the best 20 (export max_detections); torch 100

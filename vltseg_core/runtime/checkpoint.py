@@ -34,6 +34,7 @@ def metadata_for(
     if len(names) != num_classes or len(colors) != num_classes:
         raise ValueError(f"{len(names)} class names / {len(colors)} colours for {num_classes} classes")
     size = input_size or tuple(int(v) for v in model.input_size)
+    fields.setdefault("tasks", model_tasks(model))
     return ModelMetadata(
         preset=preset,
         num_classes=num_classes,
@@ -44,6 +45,13 @@ def metadata_for(
         input_size=size,  # type: ignore[arg-type]
         **fields,
     )
+
+
+def model_tasks(model: nn.Module) -> tuple[str, ...]:
+    """("seg",), ("det",) or ("seg", "det") from the heads a VLTSeg has, so a detection or joint
+    checkpoint served by the torch backend publishes its boxes as its ONNX export does."""
+    heads = (("seg", getattr(model, "seg_head", None)), ("det", getattr(model, "det_head", None)))
+    return tuple(task for task, head in heads if head is not None) or ("seg",)
 
 
 def load_model(path: str | os.PathLike[str], device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
