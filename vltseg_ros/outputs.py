@@ -6,7 +6,7 @@ resolution. Drawing only: no model math here.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,24 +56,23 @@ class Style:
 
 
 def frame_messages(image: np.ndarray, pred: Prediction, header: Any, kinds: Collection[str],
-                   style: Style) -> dict[str, Any]:
-    """One frame's output messages by kind (of `params.OUTPUTS`), in the node's publish order
-    (mask first). The node publishes these and `vltseg-ros bag eval` writes them, so a bag's
+                   style: Style) -> Iterator[tuple[str, Any]]:
+    """One frame's (kind, message) pairs (kinds of `params.OUTPUTS`) in the node's publish order,
+    mask first, each built only when the one before has been taken: the node publishes the mask
+    before it draws the overlays, and `vltseg-ros bag eval` writes the same messages, so a bag's
     outputs are the node's outputs."""
-    out: dict[str, Any] = {}
     if pred.mask is not None:
         if "segmentation" in kinds:
-            out["segmentation"] = mask_msg(pred, header)
+            yield "segmentation", mask_msg(pred, header)
         if "color" in kinds:
-            out["color"] = color_msg(image, pred, style.palette, style.alpha, header)
+            yield "color", color_msg(image, pred, style.palette, style.alpha, header)
         if "confidence" in kinds:
-            out["confidence"] = confidence_msg(pred, header)
+            yield "confidence", confidence_msg(pred, header)
     if "det" in style.tasks:
         if "detections" in kinds:
-            out["detections"] = detections_msg(pred, style.names, header, style.det_types)
+            yield "detections", detections_msg(pred, style.names, header, style.det_types)
         if "detections_image" in kinds:
-            out["detections_image"] = detections_image_msg(image, pred, style.names, style.palette, header)
-    return out
+            yield "detections_image", detections_image_msg(image, pred, style.names, style.palette, header)
 
 
 def mask_msg(pred: Prediction, header: Any) -> Any:

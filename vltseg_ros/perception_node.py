@@ -225,7 +225,7 @@ class PerceptionNode(LifecycleNode):
 
     def _publish(self, frame: Frame, pred: Prediction, model_ms: float) -> None:
         cfg, pubs = self.config, self._pubs[frame.camera]
-        for kind, msg in outputs.frame_messages(frame.image, pred, frame.header, pubs.keys(), self._style).items():
+        for kind, msg in outputs.frame_messages(frame.image, pred, frame.header, pubs.keys(), self._style):
             pubs[kind].publish(msg)
         shift = None
         if pred.mask is not None and cfg.domain_shift.enabled:

@@ -134,7 +134,7 @@ def run_offline(bag: Bag, topics: Topics, opts: EvalOptions, out_bag: Path) -> t
                 pred = predictor.predict([image])[0]
                 model_ms = (time.perf_counter() - start) * 1e3
                 model_stats.called(1, 1)
-                for kind, out in outputs.frame_messages(image, pred, msg.header, kinds, style).items():
+                for kind, out in outputs.frame_messages(image, pred, msg.header, kinds, style):
                     bag_out.write(out_names[kind], t_ns, out)
                 stamp = types.stamp_ns(msg.header)
                 record = scorer.prediction(stamp, pred.mask, pred.confidence, model_ms=model_ms)
