@@ -2,7 +2,7 @@
 domain from a `vltseg demo` run, stacked and palette-quantised to stay under 300 kB.
 
     vltseg demo && python scripts/demo_figure.py                 # runs/demo -> docs/demo_overlay.png
-    python scripts/demo_figure.py --run runs/demo --domains clear night --index 0 --out docs/demo_overlay.png
+    python scripts/demo_figure.py --run runs/demo --domains clear night --index 1 --out docs/demo_overlay.png
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=Path("runs/demo"))
     parser.add_argument("--domains", nargs="+", default=["clear", "night"])
-    parser.add_argument("--index", type=int, default=0, help="overlay number within each domain")
+    parser.add_argument("--index", type=int, default=1, help="overlay number within each domain")
     parser.add_argument("--scale", type=float, default=0.75)
     parser.add_argument("--out", type=Path, default=Path("docs/demo_overlay.png"))
     args = parser.parse_args()
