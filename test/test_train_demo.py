@@ -19,7 +19,7 @@ import pytest
 from train_helpers import vltseg
 
 ITERS = 300
-MEASURED = 0.226  # clear mIoU of this schedule here (OMP_NUM_THREADS=1; targets 0.09-0.21);
+MEASURED = 0.226  # clear mIoU of this schedule here (train.threads=1; targets 0.09-0.21);
 # the recipe before issue 13 (128x128 crops of half-size frames) measured 0.156
 THRESHOLD = 0.14  # margin for other CPUs/BLAS builds; chance (all-road) is 0.023
 DOMAINS = ("clear", "fog", "night", "rain", "snow")
