@@ -122,3 +122,41 @@ def test_domains_shift_appearance():
     assert m["night"][0] < 0.4 * m["clear"][0]
     assert m["fog"][1] < 0.75 * m["clear"][1]
     assert m["snow"][2] > m["clear"][2] + 30
+
+
+def test_small_classes_large_and_frequent_enough_to_learn():
+    """The demo learns in minutes only if small classes are drawn large and often (v2 of the
+    generator, issue 13): at the demo's 512x256 frames, pixels per frame (mean over the frames
+    that show the class) and the share of frames showing it. Version 1 drew signs and lights
+    at ~80 px, poles at ~730 px and persons at ~1100 px per frame, which this test rejects."""
+    train_id = {"pole": 5, "traffic light": 6, "traffic sign": 7, "person": 11, "car": 13,
+                "bicycle": 18}
+    floor = {"pole": (1200, 0.9), "traffic light": (200, 0.6), "traffic sign": (200, 0.6),
+             "person": (1800, 0.9), "car": (3500, 0.9), "bicycle": (400, 0.5)}
+    n = 24
+    pixels, frames = np.zeros(19), np.zeros(19)
+    for i in range(n):
+        labels = cityscapes_lut()[render_scene(np.random.default_rng([0, 0, 0, i]), 512, 256).label]
+        counts = np.bincount(labels.ravel(), minlength=256)[:19]
+        pixels += counts
+        frames += counts > 0
+    for name, (min_pixels, min_share) in floor.items():
+        k = train_id[name]
+        per_frame, share = pixels[k] / max(frames[k], 1), frames[k] / n
+        assert per_frame >= min_pixels and share >= min_share, (name, per_frame, share)
+
+
+def test_cache_key_follows_the_generator_version(tmp_path, monkeypatch):
+    """Changing the generator bumps VERSION, and the demo's cache folder is keyed by it, so an
+    old cache is never reused for new data."""
+    from vltseg_core import demo
+    from vltseg_core.data import synth
+
+    made = []
+    monkeypatch.setattr(synth, "generate", lambda out, n, seed, **kw: made.append(out) or (
+        out.mkdir(parents=True), (out / "synth.json").write_text("{}"), {"frames": n, "seconds": 0})[-1])
+    first = demo.ensure_synth(tmp_path, 10)
+    assert first.name == f"synth-v{synth.VERSION}-n10-t1-s0" and len(made) == 1
+    assert demo.ensure_synth(tmp_path, 10) == first and len(made) == 1  # cached
+    monkeypatch.setattr(synth, "VERSION", synth.VERSION + 1)
+    assert demo.ensure_synth(tmp_path, 10) != first and len(made) == 2  # regenerated

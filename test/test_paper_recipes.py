@@ -61,7 +61,7 @@ def test_paper_pipelines_give_the_reference_sample_sizes(config, source_hw, resi
 def test_demo_keeps_its_own_random_keep_ratio_resize():
     data = load_config(CONFIGS / "demo.yaml").data
     resize = train_transform(data).transforms[0]
-    assert resize.keep_ratio and resize.ratio_range == (0.5, 2.0) and resize.scale == (256, 128)
+    assert resize.keep_ratio and resize.ratio_range == (0.75, 1.5) and resize.scale == (512, 256)
 
 
 class Scripted:

@@ -135,11 +135,11 @@ def two_wheeler(c: Ctx, x: float, z: float, kind: str, ridden: bool) -> None:
     pts = {k: c.cam.project(np.array(v, np.float32)) for k, v in {
         "rw": [x - dx, r, z], "fw": [x + dx, r, z], "seat": [x - 0.2, 0.9, z],
         "bar": [x + 0.4, 1.0, z], "crank": [x, r, z]}.items()}
-    ring = _thick(c, 0.05 if kind == "bicycle" else 0.11, z)
+    ring = _thick(c, 0.08 if kind == "bicycle" else 0.12, z)
     for w in ("rw", "fw"):
         c.cv.paint(c.cv.circle(pts[w], r * c.cam.scale(z), ring), c.jitter((30, 30, 30), 5),
                    lab, inst, z)
-    t = _thick(c, 0.04 if kind == "bicycle" else 0.08, z)
+    t = _thick(c, 0.07 if kind == "bicycle" else 0.1, z)
     for a, b in (("rw", "seat"), ("seat", "crank"), ("crank", "rw"), ("seat", "bar"),
                  ("bar", "fw"), ("crank", "bar")):
         c.cv.paint(c.cv.line(pts[a], pts[b], t), col, lab, inst, z)
@@ -154,7 +154,7 @@ def pole(c: Ctx, x: float, z: float, kind: str) -> None:
     """Plain pole, street lamp, traffic light or traffic sign at the kerb."""
     hgt = float(c.rng.uniform(3.0, 4.0) if kind in ("sign", "light") else c.rng.uniform(5, 8))
     metal = c.jitter((95, 95, 100), 15)
-    c.cv.paint(_rect(c, x, float(c.rng.uniform(0.12, 0.22)), 0, hgt, z), metal, c.L["pole"],
+    c.cv.paint(_rect(c, x, float(c.rng.uniform(0.2, 0.32)), 0, hgt, z), metal, c.L["pole"],
                depth=z)
     if kind == "lamp":
         arm = -np.sign(x) * 1.2
@@ -165,14 +165,14 @@ def pole(c: Ctx, x: float, z: float, kind: str) -> None:
         _light(c, x + arm, hgt - 0.2, z, 0.9, (255, 210, 140))
     elif kind == "light":
         lab, y0 = c.L["traffic light"], hgt - 0.1
-        c.cv.paint(_rect(c, x, 0.34, y0, y0 + 0.95, z), c.jitter((35, 35, 30), 6), lab, depth=z)
+        c.cv.paint(_rect(c, x, 0.5, y0, y0 + 1.2, z), c.jitter((35, 35, 30), 6), lab, depth=z)
         on = int(c.rng.integers(3))
         for i, rgb in enumerate(((230, 40, 30), (240, 170, 30), (40, 220, 90))):
-            p = c.cam.project(np.array([x, y0 + 0.78 - 0.3 * i, z], np.float32))
+            p = c.cam.project(np.array([x, y0 + 0.98 - 0.38 * i, z], np.float32))
             col = np.array(rgb, np.float32) * (1.0 if i == on else 0.25)
-            c.cv.paint(c.cv.circle(p, 0.1 * c.cam.scale(z)), col, lab, depth=z)
+            c.cv.paint(c.cv.circle(p, 0.14 * c.cam.scale(z)), col, lab, depth=z)
             if i == on:
-                _light(c, x, y0 + 0.78 - 0.3 * i, z, 0.35, rgb)
+                _light(c, x, y0 + 0.98 - 0.38 * i, z, 0.35, rgb)
     elif kind == "sign":
         sign(c, x, hgt, z)
 
@@ -183,18 +183,18 @@ def sign(c: Ctx, x: float, y: float, z: float) -> None:
     shape = int(c.rng.integers(4))
     outer, inner = [((200, 30, 30), (235, 235, 235)), ((30, 70, 170), (230, 230, 230)),
                     ((240, 200, 30), (30, 30, 30)), ((235, 235, 235), (200, 30, 30))][shape]
-    centre = c.cam.project(np.array([x, y + 0.35, z], np.float32))
+    centre = c.cam.project(np.array([x, y + 0.55, z], np.float32))
     if shape == 0 or shape == 1:
-        c.cv.paint(c.cv.circle(centre, 0.35 * s), c.jitter(outer, 10), lab, depth=z)
-        c.cv.paint(c.cv.circle(centre, 0.24 * s), c.jitter(inner, 10), lab, depth=z)
+        c.cv.paint(c.cv.circle(centre, 0.55 * s), c.jitter(outer, 10), lab, depth=z)
+        c.cv.paint(c.cv.circle(centre, 0.38 * s), c.jitter(inner, 10), lab, depth=z)
         return
-    r = 0.4
+    r = 0.6
     pts = (np.array([[0, r], [r, 0], [0, -r], [-r, 0]]) if shape == 2 else
            np.array([[-r, -r * 0.8], [r, -r * 0.8], [0, r]]))
-    world = np.concatenate([pts[:, :1] + x, pts[:, 1:] + y + 0.35, np.full((len(pts), 1), z)], 1)
+    world = np.concatenate([pts[:, :1] + x, pts[:, 1:] + y + 0.55, np.full((len(pts), 1), z)], 1)
     c.cv.paint(c.cv.polys([c.cam.project(world.astype(np.float32))]), c.jitter(outer, 10), lab,
                depth=z)
-    c.cv.paint(c.cv.circle(centre, 0.1 * s), c.jitter(inner, 10), lab, depth=z)
+    c.cv.paint(c.cv.circle(centre, 0.15 * s), c.jitter(inner, 10), lab, depth=z)
 
 
 def tree(c: Ctx, x: float, z: float) -> None:
@@ -232,28 +232,28 @@ def populate(c: Ctx) -> list[Item]:
         for z in _spaced(c, 2.0, 90.0, 8.0, 30.0):
             if rng.random() < 0.7:
                 add(z, tree, s * (kerb + walk * rng.uniform(0.6, 0.95) + c.grass_w * 0.5), z)
-        for z in _spaced(c, 3.0, 80.0, 10.0, 35.0):
-            kind = ("plain", "lamp", "light", "sign")[int(rng.integers(4))]
+        for z in _spaced(c, 3.0, 60.0, 6.0, 20.0):
+            kind = ("plain", "lamp", "light", "sign", "light", "sign")[int(rng.integers(6))]
             add(z, pole, s * (kerb + 0.35), z, kind)
-        for z in rng.uniform(3.0, 45.0, int(rng.poisson(2.5))):
+        for z in rng.uniform(3.0, 30.0, int(rng.poisson(3.5))):
             add(z, person, s * (kerb + walk * rng.uniform(0.2, 0.8)), z)
-        if rng.random() < 0.5:
-            for z in _spaced(c, 3.0, 60.0, 6.0, 14.0)[: int(rng.integers(1, 4))]:
+        if rng.random() < 0.7:
+            for z in _spaced(c, 3.0, 45.0, 6.0, 12.0)[: int(rng.integers(1, 5))]:
                 kind = "car" if rng.random() < 0.8 else ("truck" if rng.random() < 0.5 else "bus")
                 add(z, vehicle_side, s * (kerb - 2.1), z, kind)
-        if rng.random() < 0.25:
-            z = rng.uniform(4.0, 30.0)
+        if rng.random() < 0.5:
+            z = rng.uniform(4.0, 25.0)
             add(z, two_wheeler, s * (kerb + walk * 0.5), z, "bicycle", False)
-    for _ in range(int(rng.integers(0, 6))):
-        z, lane = rng.uniform(6.0, 90.0), (rng.random() < 0.5) * 2 - 1
-        kind = ("car",) * 6 + ("truck", "truck", "bus", "bus", "train")
+    for _ in range(int(rng.integers(1, 6))):
+        z, lane = rng.uniform(5.0, 50.0), (rng.random() < 0.5) * 2 - 1
+        kind = ("car",) * 8 + ("truck", "truck", "bus", "bus", "train")
         kind = kind[int(rng.integers(len(kind)))]
         add(z, vehicle_rear, lane * kerb * rng.uniform(0.35, 0.6), z, kind)
-    for _ in range(int(rng.poisson(0.8))):
-        z = rng.uniform(5.0, 35.0)
+    for _ in range(int(rng.poisson(1.2))):
+        z = rng.uniform(4.0, 25.0)
         kind = "bicycle" if rng.random() < 0.6 else "motorcycle"
         add(z, two_wheeler, rng.uniform(-0.8, 0.8) * kerb, z, kind, True)
-    for z in rng.uniform(5.0, 30.0, int(rng.poisson(0.5))):
+    for z in rng.uniform(4.0, 25.0, int(rng.poisson(1.2))):
         add(z, person, rng.uniform(-0.8, 0.8) * kerb, z)
     return items
 
