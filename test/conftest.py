@@ -57,6 +57,17 @@ def ros_domain() -> dict[str, str]:
     return env
 
 
+@pytest.fixture(autouse=True)
+def _restore_environ() -> Iterator[None]:
+    """Code run in-process (e.g. `vltseg-ros bag eval`, which points FASTDDS_DEFAULT_PROFILES_FILE
+    at the large-frame profile) must not change the environment later tests' processes get."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @pytest.fixture()
 def ros_context(ros_domain: dict[str, str]) -> Iterator[object]:
     """An initialised rclpy context, shut down after the test."""

@@ -162,7 +162,8 @@ def listen_diagnostics(listener: Listener) -> None:
 @contextmanager
 def ros_session(ros_context: Any, ros_domain: dict[str, str], tmp_path: Path) -> Iterator[tuple[Processes, Listener]]:
     """Processes on the test's DDS domain and a listener with /diagnostics; all stopped after."""
-    procs = Processes({**base_env(), **ros_domain})
+    env = {k: v for k, v in base_env().items() if k != "FASTDDS_DEFAULT_PROFILES_FILE"}  # tests opt in
+    procs = Processes({**env, **ros_domain})
     listener = Listener(ros_context)
     listen_diagnostics(listener)
     try:

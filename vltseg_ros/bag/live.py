@@ -24,7 +24,7 @@ import numpy as np
 from vltseg_ros.bag import types
 from vltseg_ros.bag.offline import NODE, EvalOptions, copy_side, make_scorer, output_topics
 from vltseg_ros.bag.play import Player
-from vltseg_ros.bag.read import Bag, BagError, Topics
+from vltseg_ros.bag.read import Bag, BagError, Topics, broken_at
 from vltseg_ros.bag.score import Scorer, percentiles
 from vltseg_ros.bag.write import BagWriter
 
@@ -302,9 +302,13 @@ def _read_side(bag: Bag, topics: Topics, side: list[str], recorder: Recorder, ba
         return
     try:
         with Bag(bag.path) as again:
-            for topic, t_ns, raw in again.messages(side):
+            stream = again.messages(side)
+            for topic, t_ns, raw in stream:
                 with recorder.lock:
-                    copy_side(bag_out, recorder.scorer, topics, topic, t_ns, raw)
+                    try:
+                        copy_side(bag_out, recorder.scorer, topics, topic, t_ns, raw)
+                    except types.MessageError as exc:
+                        raise broken_at(stream, exc) from None
     except BagError as exc:
         facts["partial"] = facts.get("partial") or str(exc)
 

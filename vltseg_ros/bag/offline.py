@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vltseg_ros.bag import types
-from vltseg_ros.bag.read import Bag, BagError, Topics, boxes_of, domain_name, mono8, one_line
+from vltseg_ros.bag.read import Bag, BagError, Topics, boxes_of, broken_at, domain_name, mono8, one_line
 from vltseg_ros.bag.score import Scorer
 from vltseg_ros.bag.write import BagWriter
 
@@ -112,7 +112,8 @@ def run_offline(bag: Bag, topics: Topics, opts: EvalOptions, out_bag: Path) -> t
     with BagWriter(out_bag, "mcap", overwrite=True) as bag_out:
         first = True
         try:
-            for topic, t_ns, raw in bag.messages(topics.all()):
+            stream = bag.messages(topics.all())
+            for topic, t_ns, raw in stream:
                 if first:
                     bag_out.write(f"{NODE}/label_info", t_ns, outputs.label_info_msg(
                         meta, Path(opts.model).name, threshold, types.header_at(t_ns)), latched=True)
@@ -147,6 +148,8 @@ def run_offline(bag: Bag, topics: Topics, opts: EvalOptions, out_bag: Path) -> t
                 bar.update(len(scorer.frames))
         except BagError as exc:
             facts["partial"] = bag_out.custom["vltseg.partial"] = str(exc)
+        except types.MessageError as exc:
+            facts["partial"] = bag_out.custom["vltseg.partial"] = str(broken_at(stream, exc))
         finally:
             bar.close()
     facts["seconds"] = time.perf_counter() - t0

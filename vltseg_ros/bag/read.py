@@ -29,6 +29,17 @@ class BagError(Exception):
         self.read = read
 
 
+def broken_at(stream: Iterator[tuple[str, int, bytes]], exc: BaseException) -> BagError:
+    """The error for the record `stream` (a suspended `Bag.messages`) last gave, which read but
+    did not deserialize (garbage inside a chunk): thrown back into the reader, which names
+    where the bag broke as it does for storage errors."""
+    try:
+        stream.throw(exc)
+    except BagError as err:
+        return err
+    return BagError(one_line(exc))
+
+
 def one_line(exc: BaseException) -> str:
     if type(exc).__name__ in ("EndOfFile", "EOFError"):
         return "unexpected end of file (truncated)"

@@ -69,10 +69,19 @@ def serialize(msg: Any) -> bytes:
     return serialize_message(msg)
 
 
+class MessageError(ValueError):
+    """A stored message that does not deserialize as its topic's type: a corrupt bag record."""
+
+
 def deserialize(raw: bytes, name: str) -> Any:
     from rclpy.serialization import deserialize_message
 
-    return deserialize_message(bytes(raw), message_class(name))
+    cls = message_class(name)
+    try:
+        return deserialize_message(bytes(raw), cls)
+    except Exception as exc:  # noqa: BLE001 - rclpy raises RMWError with no useful text
+        raise MessageError(f"a {len(raw)}-byte record does not deserialize as {name} "
+                           f"({type(exc).__name__})") from None
 
 
 def stamp_ns(header: Any) -> int:
