@@ -41,6 +41,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from vltseg_ros import image_codec  # noqa: E402
+from vltseg_ros.processes import stop_group  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -86,17 +87,7 @@ class Node:
             return []
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(5)
+        stop_group(self.proc, 10)
         self.log.close()
 
 

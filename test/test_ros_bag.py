@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import pytest
 pytestmark = pytest.mark.ros
 
 from export_helpers import WORKDIR  # noqa: E402
-from ros_nodes import Listener, ros_session, trained_model  # noqa: E402
+from ros_nodes import ros_session, trained_model  # noqa: E402
 
 SIZE = (256, 128)
 RATE = 5.0

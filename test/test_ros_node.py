@@ -12,7 +12,7 @@ import pytest
 
 pytestmark = pytest.mark.ros
 
-from export_helpers import WORKDIR, tiny_checkpoint  # noqa: E402
+from export_helpers import WORKDIR  # noqa: E402
 from ros_nodes import PROFILE, best_effort, camera_command, node_command, ros_session, trained_model  # noqa: E402
 
 W, H = 2048, 1024

@@ -15,7 +15,6 @@ default.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from vltseg_ros.processes import stop_group
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -93,15 +94,7 @@ class Procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
         for _, proc, handle in self.procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                pass
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
+            stop_group(proc, 15, interrupt=False)  # interrupted together above, so they stop in parallel
             handle.close()
 
 

@@ -11,7 +11,6 @@ the bag directly, not over DDS, so scoring does not depend on them arriving."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ from vltseg_ros.bag.play import Player
 from vltseg_ros.bag.read import Bag, BagError, Topics, broken_at
 from vltseg_ros.bag.score import Scorer, percentiles
 from vltseg_ros.bag.write import BagWriter
+from vltseg_ros.processes import stop_group
 
 
 def node_command(opts: EvalOptions, topics: Topics) -> list[str]:
@@ -57,17 +57,7 @@ class NodeProcess:
         return f"the node exited ({self.proc.returncode}): {lines[-1] if lines else 'no output'}"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait()
+        stop_group(self.proc, 15)
         self._handle.close()
 
 

@@ -8,7 +8,7 @@ the whole bag is read (condition messages may come after their frames)."""
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
