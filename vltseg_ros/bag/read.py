@@ -81,6 +81,7 @@ class Bag:
             self.damage = f"cannot open as a ROS 2 bag: {one_line(exc)}"
             self._fallback = _sequential(self.path, self.damage)
             self.types = self._fallback.types
+
     def __enter__(self) -> Bag:
         return self
 
