@@ -281,6 +281,14 @@ def encode_compressed(rgb: np.ndarray, fmt: str = "jpeg", header: Any = None, qu
     return msg
 
 
+def plane(msg: Any, dtype: Any = np.uint8) -> np.ndarray:
+    """A single-channel Image's pixels (mono8 class ids, 32FC1 confidence: the node's own
+    outputs, host byte order) as an HxW view, rows of `step` bytes honoured."""
+    dtype = np.dtype(dtype)
+    rows = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.step)
+    return rows[:, : msg.width * dtype.itemsize].view(dtype)
+
+
 def to_image_msg(array: np.ndarray, encoding: str, header: Any) -> Any:
     """HxW / HxWxC array -> sensor_msgs/Image with `header` copied (host byte order)."""
     from sensor_msgs.msg import Image

@@ -21,17 +21,10 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from vltseg_core.evaluation.metrics import ConfusionMatrix
-from vltseg_ros.image_codec import decode
+from vltseg_ros.bag.types import stamp_ns
+from vltseg_ros.image_codec import decode, plane
 
 PENDING_LIMIT = 200  # unpaired stamps kept (older ones are forgotten)
-
-
-def stamp_ns(header: Any) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
-def _pixels(msg: Image, dtype: Any = np.uint8) -> np.ndarray:
-    return np.frombuffer(bytes(msg.data), dtype).reshape(msg.height, -1)[:, : msg.width]
 
 
 @dataclass
@@ -125,7 +118,7 @@ class LiveEvaluator:
             return
         stats = self.domains[entry["domain"]]
         if not entry.get("scored") and {"gt", "mask"} <= entry.keys():
-            mask, gt = _pixels(entry["mask"]), _pixels(entry["gt"])
+            mask, gt = plane(entry["mask"]), plane(entry["gt"])
             if mask.shape == gt.shape:
                 import torch
 
@@ -135,11 +128,11 @@ class LiveEvaluator:
             stats.latency_ms.append((entry["received_ns"] - stamp) / 1e6)
             entry["scored"] = True
         if not entry.get("confidence_done") and "confidence" in entry:
-            stats.confidence.append(float(_pixels(entry["confidence"], np.float32).mean()))
+            stats.confidence.append(float(plane(entry["confidence"], np.float32).mean()))
             entry["confidence_done"] = True
         if not stats.sample and entry.get("scored") and {"input", "overlay"} <= entry.keys():
             stats.sample = {"input": decode(entry["input"]), "overlay": decode(entry["overlay"]),
-                            "gt": _pixels(entry["gt"]).copy()}
+                            "gt": plane(entry["gt"]).copy()}
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         with self.lock:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from vltseg_ros import image_codec
 from vltseg_ros.bag import types
 from vltseg_ros.bag.offline import NODE, EvalOptions, copy_side, make_scorer, output_topics
 from vltseg_ros.bag.play import Player
@@ -135,8 +136,7 @@ class Recorder:
                 size = self._sizes.get(stamp, (0, 0))
                 self.scorer.pred_boxes(stamp, boxes, scores, labels, size)
             elif kind == "confidence" and stamp in self._masks:
-                conf = np.frombuffer(bytes(msg.data), np.float32).reshape(msg.height, -1)[:, : msg.width]
-                self._score(stamp, conf)
+                self._score(stamp, image_codec.plane(msg, np.float32))
 
     def _score(self, stamp: int, confidence: np.ndarray | None) -> None:
         mask, received = self._masks.pop(stamp)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from vltseg_ros import image_codec
 from vltseg_ros.bag import types
 
 GT_NAME = re.compile(r"(ground_?truth|/gt(/|$)|label|semantic)", re.IGNORECASE)
@@ -238,8 +239,7 @@ def mono8(msg: Any) -> np.ndarray:
     """A mono8 Image's pixels (rows of `step` bytes) as HxW uint8."""
     if msg.encoding not in ("mono8", "8UC1"):
         raise BagError(f"ground truth must be mono8 train ids, got {msg.encoding}")
-    rows = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.step)
-    return rows[:, : msg.width]
+    return image_codec.plane(msg)
 
 
 def boxes_of(msg: Any, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
