@@ -8,7 +8,9 @@ are what carries across machines):
             stamp) of the node's latest-frame policy against a naive node that queues frames
             and infers in its callback
   batching  4 cameras, frames per second with every pending frame in one call (max_batch 0)
-            against one call per frame (max_batch 1); needs a model taking any batch
+            against one call per frame (max_batch 1), for the ONNX export (ONNX Runtime) and
+            the checkpoint (torch), beside the same ratio of `Predictor` alone; needs models
+            taking any batch (the default dynamic-batch export)
   rss       node RSS at frame 500 and after N frames
 
     python bench/bench_node.py --model m.onnx --checkpoint m.pt --json bench_node.json
@@ -264,31 +266,65 @@ def bench_age(bench: Bench, args: argparse.Namespace, frames: list[np.ndarray], 
     return results
 
 
+def model_batching(model: Path, threads: int, frames: list[np.ndarray], rounds: int = 5) -> dict:
+    """`Predictor` alone in this process: 4 frames in one call against 4 calls of one (best of
+    `rounds`, interleaved): the most batching can give the node on this machine."""
+    from vltseg_core.runtime.predictor import Predictor
+
+    predictor = Predictor(model, threads=threads)
+    images = frames[:4]
+    predictor.predict(images)
+    one, four = [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for image in images:
+            predictor.predict([image])
+        one.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        predictor.predict(images)
+        four.append(time.perf_counter() - start)
+    return {"sequential_ms": min(one) * 1e3, "batched_ms": min(four) * 1e3, "ratio": min(one) / min(four)}
+
+
 def bench_batching(bench: Bench, args: argparse.Namespace, frames: list[np.ndarray], out: Path) -> dict:
+    """Per model file (ONNX Runtime and/or torch): the node's fps with 4 cameras, batched
+    (max_batch 0: every pending frame in one call, outputs drawn side by side) and sequential
+    (max_batch 1), and the same ratio for `Predictor` alone."""
     cams = ["c0", "c1", "c2", "c3"]
     results = {}
-    for label, max_batch in (("batched", 0), ("sequential", 1)):
-        node = Node(node_cmd(args.checkpoint, args.threads, cams, max_batch=max_batch), out / f"node_{label}.log")
-        try:
-            topics = [f"/vltseg/{c}/segmentation" for c in cams]
-            for cam, topic in zip(cams, topics):
-                bench.camera(cam)
-                bench.listen(topic)
-            for cam, topic in zip(cams, topics):
-                bench.wait_matched(cam, topic)
-            before = sum(len(bench.got(t)) for t in topics)
-            threads = [threading.Thread(target=stream, args=(bench, c, frames, args.rate, args.seconds)) for c in cams]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            time.sleep(1.0)
-            done = sum(len(bench.got(t)) for t in topics) - before
-            results[label] = {"fps": done / args.seconds, "results": done}
-        finally:
-            node.stop()
-    results["ratio"] = results["batched"]["fps"] / max(results["sequential"]["fps"], 1e-9)
+    for model in (m for m in (args.model, args.checkpoint) if m is not None):
+        backend = "torch" if model.suffix == ".pt" else "onnxruntime"
+        row = {"model": str(model), "model_only": model_batching(model, args.threads, frames)}
+        print(f"  {backend} Predictor alone, 4 frames: {json.dumps(row['model_only'])}", flush=True)
+        for label, max_batch in (("batched", 0), ("sequential", 1)):
+            node = Node(node_cmd(model, args.threads, cams, max_batch=max_batch), out / f"node_{backend}_{label}.log")
+            try:
+                row[label] = stream_cameras(bench, cams, frames, args)
+            finally:
+                node.stop()
+        row["ratio"] = row["batched"]["fps"] / max(row["sequential"]["fps"], 1e-9)
+        print(f"  {backend} node: {json.dumps(row)}", flush=True)
+        results[backend] = row
     return results
+
+
+def stream_cameras(bench: Bench, cams: list[str], frames: list[np.ndarray], args: argparse.Namespace) -> dict:
+    """All cameras at `args.rate` for `args.seconds`; masks received per second."""
+    topics = [f"/vltseg/{c}/segmentation" for c in cams]
+    for cam, topic in zip(cams, topics):
+        bench.camera(cam)
+        bench.listen(topic)
+    for cam, topic in zip(cams, topics):
+        bench.wait_matched(cam, topic)
+    before = sum(len(bench.got(t)) for t in topics)
+    threads = [threading.Thread(target=stream, args=(bench, c, frames, args.rate, args.seconds)) for c in cams]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    time.sleep(1.0)
+    done = sum(len(bench.got(t)) for t in topics) - before
+    return {"fps": done / args.seconds, "results": done}
 
 
 def bench_rss(bench: Bench, args: argparse.Namespace, out: Path) -> dict:
@@ -314,8 +350,8 @@ def bench_rss(bench: Bench, args: argparse.Namespace, out: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, help="ONNX export (latency, age, rss)")
-    parser.add_argument("--checkpoint", type=Path, help="torch checkpoint (batching: any batch size)")
+    parser.add_argument("--model", type=Path, help="ONNX export (latency, age, rss, batching)")
+    parser.add_argument("--checkpoint", type=Path, help="torch checkpoint (batching, beside the ONNX export)")
     parser.add_argument("--width", type=int, default=2048)
     parser.add_argument("--height", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=1)
@@ -344,7 +380,7 @@ def main() -> None:
             model_ms = report.get("latency", {}).get("model_ms_p50") or bench_latency(bench, args, frames[:2], args.out)["model_ms_p50"]
             report["age"] = bench_age(bench, args, frames, args.out, model_ms)
             print(json.dumps(report["age"]), flush=True)
-        if "batching" in only and args.checkpoint:
+        if "batching" in only:
             report["batching"] = bench_batching(bench, args, frames, args.out)
             print(json.dumps(report["batching"]), flush=True)
         if "rss" in only:

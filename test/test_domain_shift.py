@@ -13,6 +13,7 @@ from vltseg_core.runtime.domain_shift import (
     calibrate,
     class_mix,
     divergence,
+    frame_figures,
 )
 
 K = 5
@@ -36,6 +37,19 @@ def test_class_mix_and_divergence() -> None:
     np.testing.assert_allclose(class_mix(mask, 3), [2 / 3, 1 / 3, 0])
     assert divergence([0.5, 0.5], [0.5, 0.5]) == pytest.approx(0.0, abs=1e-9)
     assert divergence([1, 0], [0, 1]) == pytest.approx(np.log(2), rel=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(7,), (1024, 2048), (3, 5, 2)])
+def test_class_mix_and_figures_match_plain_numpy(shape: tuple[int, ...]) -> None:
+    """The OpenCV histogram and counting give NumPy's figures (camera size and odd shapes)."""
+    rng = np.random.default_rng(len(shape))
+    mask = rng.integers(0, 256, shape).astype(np.uint8)
+    counts = np.bincount(mask.ravel(), minlength=256)[:19]
+    np.testing.assert_allclose(class_mix(mask, 19), counts / counts.sum(), rtol=1e-12)
+    conf = rng.random(shape, dtype=np.float32)
+    mean, low = frame_figures(conf, 0.3)
+    assert mean == pytest.approx(float(conf.mean()), rel=1e-6)
+    assert low == pytest.approx(float((conf < 0.3).mean()), rel=1e-12)
 
 
 def test_source_stays_in_band_and_each_shift_is_named() -> None:

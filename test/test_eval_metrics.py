@@ -105,3 +105,24 @@ def test_distributed_reduce_equals_single_process(tmp_path):
     init = f"file://{tmp_path / 'rendezvous'}"
     tmp.spawn(_rank, args=(2, init, gt, pred, out), nprocs=2, join=True)
     assert torch.equal(torch.load(out, weights_only=True), confusion_matrix(pred, gt, 4))
+
+
+def test_colorize_and_overlay_match_the_palette():
+    """colorize = palette lookup (ids without a colour black, any palette length);
+    overlay blends it and leaves ignore pixels as the image."""
+    from vltseg_core.data.labels import palette
+    from vltseg_core.evaluation.overlay import colorize, overlay
+
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, 256, (64, 96)).astype(np.uint8)
+    np.testing.assert_array_equal(colorize(label), palette()[label])
+    short = rng.integers(0, 256, (5, 3)).astype(np.uint8)
+    expected = np.zeros((256, 3), np.uint8)
+    expected[:5] = short
+    np.testing.assert_array_equal(colorize(label, short), expected[label])
+    image = rng.integers(0, 256, (64, 96, 3)).astype(np.uint8)
+    out = overlay(image, label, 0.5)
+    ignore = label == 255
+    np.testing.assert_array_equal(out[ignore], image[ignore])
+    blend = (image.astype(np.float32) + palette()[label]) / 2
+    assert np.abs(out[~ignore].astype(np.float32) - blend[~ignore]).max() <= 1

@@ -119,19 +119,25 @@ def test_reliable_and_best_effort_cameras(ros_context, ros_domain, tmp_path, mod
 
 def test_three_cameras_share_one_model_call(ros_context, ros_domain, tmp_path, models) -> None:
     """3 cameras with a model that takes any batch (torch): frames pending together go through
-    one backend call; drops from the latest-frame policy are counted; label_info reaches a
+    one backend call and each camera's outputs (drawn side by side) reach its own topics with
+    its own header; drops from the latest-frame policy are counted; label_info reaches a
     subscriber that joins late."""
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
 
     from vltseg_ros.msg import LabelInfo
 
     checkpoint, _ = models
     names = ["front", "left", "right"]
+    kinds = {"front": "rgb8", "left": "bgr8", "right": "mono8"}  # frame_id = kind: tells cameras apart
     params = tmp_path / "params.yaml"
     params.write_text("/**:\n  ros__parameters:\n    cameras: [front, left, right]\n    max_rate_hz: 1.0\n")
     with ros_session(ros_context, ros_domain, tmp_path) as (procs, listener):
+        for name in names:
+            for out in ("segmentation", "segmentation_color"):
+                listener.subscribe(f"{name}/{out}", Image, f"/vltseg/{name}/{out}", best_effort())
         node = procs.start(node_command(checkpoint, camera_topic=None, params_file=params), tmp_path / "node.log")
-        cams = [procs.start(camera_command(f"{name}/image_raw", width=1024, height=512, rate=8),
+        cams = [procs.start(camera_command(f"{name}/image_raw", kinds[name], width=1024, height=512, rate=8),
                             tmp_path / f"{name}.log", LARGE) for name in names]
         listener.wait_for(lambda: (listener.status(": model") or {}).get("pending_sets", "").count("3x") > 0
                           and int(listener.status(": model")["frames"]) >= 12, 120,
@@ -152,6 +158,12 @@ def test_three_cameras_share_one_model_call(ros_context, ros_domain, tmp_path, m
     for cam in cams:  # ~8 fps in, <= 1 call/s: most frames replaced before the worker took them
         frames_in, out, dropped = int(cam["frames_in"]), int(cam["frames_out"]), int(cam["dropped_latest_frame"])
         assert dropped >= frames_in // 2 and frames_in == out + dropped, cam
+    for name in names:
+        for out, encoding in (("segmentation", "mono8"), ("segmentation_color", "rgb8")):
+            msgs = listener.got(f"{name}/{out}")
+            assert len(msgs) >= 3, (name, out, len(msgs))
+            assert {(m.header.frame_id, m.encoding, m.width, m.height) for m in msgs} == {
+                (kinds[name], encoding, 1024, 512)}, (name, out)
     info = listener.got("label_info")[0]
     assert len(info.class_map) == 19 and info.class_map[0].class_name == "road"
     assert info.ignore_id == 255 and info.model_name == checkpoint.name

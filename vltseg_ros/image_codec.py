@@ -18,6 +18,7 @@ a conversion to rgb8. Every rejection is a `FrameError` with a one-line reason.
 
 from __future__ import annotations
 
+import array as pyarray
 import io
 import sys
 import warnings
@@ -298,5 +299,7 @@ def to_image_msg(array: np.ndarray, encoding: str, header: Any) -> Any:
     msg = Image(height=h, width=w, encoding=encoding, is_bigendian=int(not _LITTLE),
                 step=int(array.strides[0]))
     msg.header = header
-    msg.data = array.tobytes()
+    data = pyarray.array("B")  # the field's own type, filled in one copy (tobytes + array: two)
+    data.frombytes(memoryview(array).cast("B"))
+    msg.data = data
     return msg

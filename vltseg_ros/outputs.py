@@ -86,8 +86,8 @@ def color_msg(image: np.ndarray, pred: Prediction, pal: np.ndarray, alpha: float
 
 
 def confidence_msg(pred: Prediction, header: Any) -> Any:
-    """32FC1 per-pixel confidence in [0, 1]."""
-    return to_image_msg(np.clip(pred.confidence, 0.0, 1.0).astype(np.float32), "32FC1", header)
+    """32FC1 per-pixel confidence in [0, 1] (`Predictor` clips it)."""
+    return to_image_msg(np.asarray(pred.confidence, np.float32), "32FC1", header)
 
 
 def detections_msg(pred: Prediction, names: tuple[str, ...], header: Any, types: tuple) -> Any:

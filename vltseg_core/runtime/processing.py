@@ -85,9 +85,12 @@ def restore_mask(class_ids: np.ndarray, box: Letterbox) -> np.ndarray:
 
 
 def restore_confidence(confidence: np.ndarray, box: Letterbox) -> np.ndarray:
-    """HnxWn float32 -> HxW float32 at the original size (bilinear)."""
+    """HnxWn float32 -> HxW float32 in [0, 1] at the original size (bilinear).
+
+    Clipped at network size (a backend's rounding may leave [0, 1] by an ulp); bilinear
+    weights are convex, so the resized map stays in [0, 1] without a pass over HxW."""
     h, w = box.in_size
-    crop = np.ascontiguousarray(_crop(confidence, box), dtype=np.float32)
+    crop = np.clip(_crop(confidence, box).astype(np.float32), 0.0, 1.0)
     return cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
