@@ -6,7 +6,7 @@ A frame's way: message -> `image_codec.decode` (subscription callback) -> `frame
 worker thread -> `Predictor` (one call for every pending camera) -> `outputs` -> publish.
 No inference runs in a callback; no model math here. The frames of one call have their
 outputs drawn and published side by side on a small pool (OpenCV and NumPy release the GIL),
-which is most of what batching saves where the model is cheap next to 2048x1024 outputs.
+so cameras pending together also share the 2048x1024 output work across cores.
 
     configure   read + validate parameters, load the model, create publishers
     activate    subscriptions, worker, diagnostics and QoS-watch timers, label_info
