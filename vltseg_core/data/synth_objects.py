@@ -165,7 +165,7 @@ def pole(c: Ctx, x: float, z: float, kind: str) -> None:
         _light(c, x + arm, hgt - 0.2, z, 0.9, (255, 210, 140))
     elif kind == "light":
         lab, y0 = c.L["traffic light"], hgt - 0.1
-        c.cv.paint(_rect(c, x, 0.5, y0, y0 + 1.2, z), c.jitter((35, 35, 30), 6), lab, depth=z)
+        c.cv.paint(_rect(c, x, 0.7, y0, y0 + 1.2, z), c.jitter((35, 35, 30), 6), lab, depth=z)
         on = int(c.rng.integers(3))
         for i, rgb in enumerate(((230, 40, 30), (240, 170, 30), (40, 220, 90))):
             p = c.cam.project(np.array([x, y0 + 0.98 - 0.38 * i, z], np.float32))
@@ -185,10 +185,10 @@ def sign(c: Ctx, x: float, y: float, z: float) -> None:
                     ((240, 200, 30), (30, 30, 30)), ((235, 235, 235), (200, 30, 30))][shape]
     centre = c.cam.project(np.array([x, y + 0.55, z], np.float32))
     if shape == 0 or shape == 1:
-        c.cv.paint(c.cv.circle(centre, 0.55 * s), c.jitter(outer, 10), lab, depth=z)
-        c.cv.paint(c.cv.circle(centre, 0.38 * s), c.jitter(inner, 10), lab, depth=z)
+        c.cv.paint(c.cv.circle(centre, 0.8 * s), c.jitter(outer, 10), lab, depth=z)
+        c.cv.paint(c.cv.circle(centre, 0.55 * s), c.jitter(inner, 10), lab, depth=z)
         return
-    r = 0.6
+    r = 0.85
     pts = (np.array([[0, r], [r, 0], [0, -r], [-r, 0]]) if shape == 2 else
            np.array([[-r, -r * 0.8], [r, -r * 0.8], [0, r]]))
     world = np.concatenate([pts[:, :1] + x, pts[:, 1:] + y + 0.55, np.full((len(pts), 1), z)], 1)
@@ -235,7 +235,7 @@ def populate(c: Ctx) -> list[Item]:
         for z in _spaced(c, 3.0, 60.0, 6.0, 20.0):
             kind = ("plain", "lamp", "light", "sign", "light", "sign")[int(rng.integers(6))]
             add(z, pole, s * (kerb + 0.35), z, kind)
-        for z in rng.uniform(3.0, 30.0, int(rng.poisson(3.5))):
+        for z in rng.uniform(3.0, 20.0, int(rng.poisson(5.0))):
             add(z, person, s * (kerb + walk * rng.uniform(0.2, 0.8)), z)
         if rng.random() < 0.7:
             for z in _spaced(c, 3.0, 45.0, 6.0, 12.0)[: int(rng.integers(1, 5))]:
@@ -249,8 +249,8 @@ def populate(c: Ctx) -> list[Item]:
         kind = ("car",) * 8 + ("truck", "truck", "bus", "bus", "train")
         kind = kind[int(rng.integers(len(kind)))]
         add(z, vehicle_rear, lane * kerb * rng.uniform(0.35, 0.6), z, kind)
-    for _ in range(int(rng.poisson(1.2))):
-        z = rng.uniform(4.0, 25.0)
+    for _ in range(int(rng.poisson(1.5))):
+        z = rng.uniform(4.0, 20.0)
         kind = "bicycle" if rng.random() < 0.6 else "motorcycle"
         add(z, two_wheeler, rng.uniform(-0.8, 0.8) * kerb, z, kind, True)
     for z in rng.uniform(4.0, 25.0, int(rng.poisson(1.2))):
