@@ -333,6 +333,8 @@ def bench_rss(bench: Bench, args: argparse.Namespace, out: Path) -> dict:
     try:
         topic = "/vltseg/cam/segmentation"
         bench.connect("cam", topic)
+        for other in ("segmentation_color", "confidence"):  # outputs are lazy: read them all
+            bench.listen(f"/vltseg/cam/{other}")
         msgs = [image_codec.encode_image(f, "rgb8") for f in frames]
         samples, start_len = {}, len(bench.got(topic))
         for i in range(args.rss_frames):

@@ -120,8 +120,8 @@ def test_reliable_and_best_effort_cameras(ros_context, ros_domain, tmp_path, mod
 def test_three_cameras_share_one_model_call(ros_context, ros_domain, tmp_path, models) -> None:
     """3 cameras with a model that takes any batch (torch): frames pending together go through
     one backend call and each camera's outputs (drawn side by side) reach its own topics with
-    its own header; drops from the latest-frame policy are counted; label_info reaches a
-    subscriber that joins late."""
+    its own header; drops from the latest-frame policy are counted; outputs without a subscriber
+    are not built; label_info reaches a subscriber that joins late."""
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
@@ -158,6 +158,7 @@ def test_three_cameras_share_one_model_call(ros_context, ros_domain, tmp_path, m
     for cam in cams:  # ~8 fps in, <= 1 call/s: most frames replaced before the worker took them
         frames_in, out, dropped = int(cam["frames_in"]), int(cam["frames_out"]), int(cam["dropped_latest_frame"])
         assert dropped >= frames_in // 2 and frames_in == out + dropped, cam
+        assert cam["outputs_drawn"] == "segmentation color", cam  # lazy: no one reads confidence
     for name in names:
         for out, encoding in (("segmentation", "mono8"), ("segmentation_color", "rgb8")):
             msgs = listener.got(f"{name}/{out}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,6 +55,7 @@ class CameraStats:
     mean_confidence: float = float("nan")
     shift: ShiftState | None = None
     no_frame_warning: str = ""
+    drawn: str = ""  # outputs built for the last frame: those with a subscriber
 
     def received(self) -> None:
         with self.lock:
@@ -73,8 +75,9 @@ class CameraStats:
             self.dropped += count
 
     def published(self, model_ms: float, e2e_ms: float, mean_confidence: float | None,
-                  shift: ShiftState | None) -> None:
+                  shift: ShiftState | None, drawn: Collection[str] = ()) -> None:
         with self.lock:
+            self.drawn = " ".join(drawn)
             self.frames_out += 1
             self.published_times.append(time.monotonic())
             self.model_ms.append(model_ms)
@@ -104,6 +107,7 @@ class CameraStats:
                 "domain_shift": self._shift_text(band),
                 "domain_shift_state": self._shift_state(),
                 "no_frame_warning": self.no_frame_warning,
+                "outputs_drawn": self.drawn,
             }
             level, message = self._verdict(band)
             self.bad_since_report = 0

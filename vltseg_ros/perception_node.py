@@ -4,6 +4,7 @@ and diagnostics out. A lifecycle node (rclpy.lifecycle), driven from outside (la
 
 A frame's way: message -> `image_codec.decode` (subscription callback) -> `frames` slot ->
 worker thread -> `Predictor` (one call for every pending camera) -> `outputs` -> publish.
+Outputs nobody subscribes to are not built (`lazy_outputs`).
 No inference runs in a callback; no model math here. The frames of one call have their
 outputs drawn and published side by side on a small pool (OpenCV and NumPy release the GIL),
 so cameras pending together also share the 2048x1024 output work across cores.
@@ -241,13 +242,14 @@ class PerceptionNode(LifecycleNode):
 
     def _publish(self, frame: Frame, pred: Prediction, model_ms: float) -> None:
         cfg, pubs = self.config, self._pubs[frame.camera]
-        for kind, msg in outputs.frame_messages(frame.image, pred, frame.header, pubs.keys(), self._style):
+        drawn = lazy_outputs(pubs)
+        for kind, msg in outputs.frame_messages(frame.image, pred, frame.header, drawn, self._style):
             pubs[kind].publish(msg)
         shift = None
         mean_conf = mean_confidence(pred.confidence) if pred.confidence is not None else None
         if pred.mask is not None and cfg.domain_shift.enabled:
             shift = self._monitors[frame.camera].update(pred.confidence, pred.mask)
-        self._stats[frame.camera].published(model_ms, self._e2e_ms(frame), mean_conf, shift)
+        self._stats[frame.camera].published(model_ms, self._e2e_ms(frame), mean_conf, shift, drawn)
 
     def _e2e_ms(self, frame: Frame) -> float:
         """Header stamp -> now on the node's clock; receive -> now when the stamp is unset."""
@@ -313,6 +315,13 @@ class PerceptionNode(LifecycleNode):
                 "backend": type(self.predictor.backend).__name__, "precision": meta.precision,
                 "batching": self._batching(), "decoder": image_codec.bridge_name(),
                 "domain_shift_band": self._band.to_json() if self._band else "none"}
+
+
+def lazy_outputs(pubs: dict[str, Any]) -> list[str]:
+    """The output kinds someone subscribes to, as image_transport's lazy publishers: a stack
+    that reads only the masks does not pay for 2048x1024 overlays and confidence images
+    (a bag recorder or RViz subscribing is what turns an output on)."""
+    return [kind for kind, pub in pubs.items() if pub.get_subscription_count() > 0]
 
 
 def _one_line(exc: BaseException) -> str:
