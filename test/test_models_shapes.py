@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from vltseg_core.models import ModelOutput, build_from_preset, build_model, get_preset, list_presets
+from vltseg_core.models.build import encoder_label
 from vltseg_core.models.pyramid import SimpleFeaturePyramid
 from vltseg_core.models.segmentor import semantic_inference
 
@@ -91,6 +92,29 @@ def test_single_map_pyramid_and_patch14_resize() -> None:
     pyramid = SimpleFeaturePyramid(48, 16, num_inputs=1)
     levels = pyramid([torch.randn(2, 48, 5, 9)], (64, 128))  # patch-14 grid of a 64x128 input
     assert [tuple(level.shape) for level in levels] == [(2, 16, 64 // s, 128 // s) for s in (4, 8, 16, 32)]
+
+
+def test_patch8_encoder_gives_the_pyramid_exact_strides(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo's finer grid: a patch-8 tiny trunk, pyramid levels built one octave lower with
+    no resize (a resize would hide a wrong scale op), and a model that runs end to end."""
+    resized = []
+    real = torch.nn.functional.interpolate
+    monkeypatch.setattr(torch.nn.functional, "interpolate", lambda x, *a, **k: resized.append(x.shape) or real(x, *a, **k))
+    model = build_model("vltseg_tiny_m2f", num_classes=5, patch_size=8).eval()
+    assert model.encoder.patch_size == 8
+    x = model.preprocess(torch.randint(0, 256, (1, 3, 64, 128), dtype=torch.uint8))
+    with torch.no_grad():
+        feats = model.encoder(x)
+        resized.clear()  # the encoder resamples its position embedding; the pyramid must not resize
+        levels = model.pyramid(feats, (64, 128))
+    assert [tuple(f.shape[-2:]) for f in feats] == [(8, 16)] * 4
+    assert [tuple(level.shape) for level in levels] == [(1, 32, 64 // s, 128 // s) for s in (4, 8, 16, 32)]
+    assert not resized
+    with torch.no_grad():
+        _check_output(model(x), get_preset("vltseg_tiny_m2f", patch_size=8), 1, (64, 128), 5)
+    assert encoder_label("vltseg_tiny_m2f", patch_size=8) == ("CLIP", "ViT-tiny/8")
+    with pytest.raises(ValueError, match="patch_size must be 8, 14 or 16"):
+        SimpleFeaturePyramid(48, 16, patch_size=32)
 
 
 def test_preprocess_and_buffers() -> None:

@@ -42,6 +42,7 @@ class Preset:
     embed_dim: int | None = None  # None: the tower's own width / depth / heads
     depth: int | None = None
     num_heads: int | None = None
+    patch_size: int | None = None  # None: the tower's; 8 gives the CPU demo a finer grid
     drop_path_rate: float = 0.1
     freeze_blocks: int = 0
     frozen_encoder: bool = False  # every encoder weight fixed and the trunk in eval mode
@@ -154,7 +155,7 @@ def get_preset(preset: str | Preset, **overrides: Any) -> Preset:
 def build_from_preset(cfg: Preset, num_classes: int) -> VLTSeg:
     """Construct (randomly initialised, or encoder from ``cfg.pretrained``) a :class:`VLTSeg`."""
     trunk = create_trunk(cfg.encoder, embed_dim=cfg.embed_dim, depth=cfg.depth, num_heads=cfg.num_heads,
-                         drop_path_rate=cfg.drop_path_rate, quick_gelu=cfg.quick_gelu)
+                         patch_size=cfg.patch_size, drop_path_rate=cfg.drop_path_rate, quick_gelu=cfg.quick_gelu)
     if cfg.grad_checkpointing:
         trunk.set_grad_checkpointing(True)
     encoder = ViTEncoder(trunk, cfg.out_indices, trunk_spec(cfg.encoder).family, cfg.freeze_blocks)
@@ -162,7 +163,8 @@ def build_from_preset(cfg: Preset, num_classes: int) -> VLTSeg:
         encoder.freeze_all()
     if cfg.pretrained:
         encoder.load_open_clip(cfg.pretrained)
-    pyramid = SimpleFeaturePyramid(encoder.embed_dim, cfg.pyramid_dim, num_inputs=len(cfg.out_indices))
+    pyramid = SimpleFeaturePyramid(encoder.embed_dim, cfg.pyramid_dim, num_inputs=len(cfg.out_indices),
+                                   patch_size=encoder.patch_size)
     seg_head = det_head = None
     if cfg.seg:
         pixel_decoder = MSDeformablePixelDecoder(cfg.pyramid_dim, cfg.hidden_dim, cfg.mask_dim, cfg.pd_layers,
@@ -202,7 +204,7 @@ def encoder_label(preset: str, **overrides: Any) -> tuple[str, str]:
     size = {768: "B", 1024: "L"}.get(spec.embed_dim, "?")
     if cfg.embed_dim is not None and cfg.embed_dim != spec.embed_dim:
         size = "tiny"
-    return FAMILY_PRETRAINING[spec.family], f"ViT-{size}/{spec.patch_size}"
+    return FAMILY_PRETRAINING[spec.family], f"ViT-{size}/{cfg.patch_size or spec.patch_size}"
 
 
 def build_model(preset: str | Preset, num_classes: int, checkpoint: str | os.PathLike | None = None,

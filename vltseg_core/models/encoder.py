@@ -120,20 +120,22 @@ def create_trunk(
     embed_dim: int | None = None,
     depth: int | None = None,
     num_heads: int | None = None,
+    patch_size: int | None = None,
     drop_path_rate: float = 0.0,
     quick_gelu: bool = False,
 ) -> nn.Module:
     """Build the timm trunk for an open_clip tower name, accepting any input size.
 
-    ``embed_dim``/``depth``/``num_heads`` override the architecture (tiny test presets use
-    the same trunk classes with few blocks). ``quick_gelu`` selects QuickGELU, which the
+    ``embed_dim``/``depth``/``num_heads``/``patch_size`` override the architecture (tiny
+    presets use the same trunk classes with few blocks; the demo a finer patch grid). ``quick_gelu`` selects QuickGELU, which the
     original OpenAI CLIP weights were trained with (open_clip's plain ``ViT-*`` configs
     use exact GELU; its ``*-quickgelu`` configs and ``pretrained='openai'`` use QuickGELU).
     """
     spec = trunk_spec(clip_name)
     kwargs: dict = dict(pretrained=False, dynamic_img_size=True, num_classes=0,
                         drop_path_rate=drop_path_rate)
-    for key, value in (("embed_dim", embed_dim), ("depth", depth), ("num_heads", num_heads)):
+    for key, value in (("embed_dim", embed_dim), ("depth", depth), ("num_heads", num_heads),
+                       ("patch_size", patch_size)):
         if value is not None:
             kwargs[key] = value
     if quick_gelu or clip_name.endswith("-quickgelu"):

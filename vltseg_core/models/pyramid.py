@@ -9,6 +9,8 @@ levels share it (plain ViTDet).
 
 For patch-14 encoders the scaled maps (strides 3.5/7/14/28) are resized bilinearly to the
 exact 4/8/16/32 grids of the (padded) input, so heads and detectors see standard strides.
+A patch-8 encoder (the CPU demo's finer grid) starts one octave lower: deconv / identity /
+max-pool / max-pool x4.
 """
 
 from __future__ import annotations
@@ -49,17 +51,19 @@ def _conv_norm(in_dim: int, out_dim: int, kernel: int) -> nn.Sequential:
         nn.Conv2d(in_dim, out_dim, kernel, padding=kernel // 2, bias=False), LayerNorm2d(out_dim))
 
 
-def _scale_op(stride: int, dim: int) -> tuple[nn.Module, int]:
-    """Module taking a stride-p map to stride p*stride/16, and its output channels."""
-    if stride == 4:
+def _scale_op(stride: int, dim: int, patch: int = 16) -> tuple[nn.Module, int]:
+    """Module taking a stride-``patch`` map to ``stride`` (patch 14 counts as 16, resized
+    later), and its output channels."""
+    scale = stride / (8 if patch <= 8 else 16)
+    if scale == 0.25:
         return nn.Sequential(
             nn.ConvTranspose2d(dim, dim // 2, 2, stride=2), LayerNorm2d(dim // 2), nn.GELU(),
             nn.ConvTranspose2d(dim // 2, dim // 4, 2, stride=2)), dim // 4
-    if stride == 8:
+    if scale == 0.5:
         return nn.ConvTranspose2d(dim, dim // 2, 2, stride=2), dim // 2
-    if stride == 16:
+    if scale == 1:
         return nn.Identity(), dim
-    return nn.MaxPool2d(2, stride=2), dim
+    return nn.MaxPool2d(int(scale), stride=int(scale)), dim
 
 
 class SimpleFeaturePyramid(nn.Module):
@@ -69,18 +73,21 @@ class SimpleFeaturePyramid(nn.Module):
         in_dim: encoder width C.
         out_dim: pyramid channels (256 in ViTDet / Mask2Former).
         num_inputs: 1 (shared map) or 4 (one encoder output per level).
+        patch_size: the encoder's patch (its maps' stride): 8, 14 or 16.
     """
 
-    def __init__(self, in_dim: int, out_dim: int = 256, num_inputs: int = 4) -> None:
+    def __init__(self, in_dim: int, out_dim: int = 256, num_inputs: int = 4, patch_size: int = 16) -> None:
         super().__init__()
         if num_inputs not in (1, 4):
             raise ValueError(f"num_inputs must be 1 or 4, got {num_inputs}")
+        if patch_size not in (8, 14, 16):
+            raise ValueError(f"patch_size must be 8, 14 or 16, got {patch_size}")
         self.num_inputs = num_inputs
         self.out_dim = out_dim
         self.scale_ops = nn.ModuleList()
         self.out_convs = nn.ModuleList()
         for stride in STRIDES:
-            op, dim = _scale_op(stride, in_dim)
+            op, dim = _scale_op(stride, in_dim, patch_size)
             self.scale_ops.append(op)
             self.out_convs.append(nn.Sequential(_conv_norm(dim, out_dim, 1),
                                                 _conv_norm(out_dim, out_dim, 3)))
