@@ -73,8 +73,14 @@ def test_monitor_clears_when_the_domain_returns() -> None:
     rng = np.random.default_rng(1)
     band = _band(rng)
     monitor = ShiftMonitor(band, window=5)
-    for conf in [0.8] * 5 + [0.5] * 5:
-        state = monitor.update(*_prediction(rng, conf, SOURCE_MIX))
+    assert np.isnan(monitor.frame_confidence)
+    for i, conf in enumerate([0.8] * 5 + [0.5] * 5):
+        confidence, mask = _prediction(rng, conf, SOURCE_MIX)
+        state = monitor.update(confidence, mask)
+        # the latest frame's own mean (what diagnostics report), not the window's running mean
+        assert monitor.frame_confidence == pytest.approx(float(confidence.mean()), abs=1e-5)
+        if i == 5:
+            assert monitor.frame_confidence < state.mean_confidence - 0.2
     assert state.shifted
     for _ in range(5):
         state = monitor.update(*_prediction(rng, 0.8, SOURCE_MIX))

@@ -4,6 +4,7 @@ cameras and this test's subscriber are three separate processes; frames are 2048
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -249,6 +250,7 @@ def test_lifecycle_transitions_and_failed_configure(ros_context, ros_domain, tmp
     assert node.returncode == 0
     assert "configure failed: parameter 'qos.depth'" in log
     assert f"configure failed: {tmp_path / 'missing.onnx'}: no such model file" in log
+    assert re.search(r"configured: .*first inference \(warm-up\) \d+ ms", log), log[-2000:]
 
 
 def test_no_frame_warning_names_the_cause(ros_context, ros_domain, tmp_path, models) -> None:

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
@@ -73,6 +74,7 @@ class PerceptionNode(LifecycleNode):
             self.predictor = Predictor(cfg.model, backend=cfg.backend, device=cfg.device,
                                        score_threshold=cfg.score_threshold, threads=cfg.num_threads)
             self._det_types = outputs.detection_types(cfg.detections_type)
+            warm_ms = self._warm_up()
         except Exception as exc:  # noqa: BLE001 - every reason becomes one line, node stays up
             self.get_logger().error(f"configure failed: {_one_line(exc)}")
             self.predictor = None
@@ -86,8 +88,18 @@ class PerceptionNode(LifecycleNode):
         self._create_publishers(cfg)
         self.get_logger().info(
             f"configured: {Path(cfg.model).name} ({meta.preset}, {type(self.predictor.backend).__name__}, "
-            f"{self._batching()}), {len(cfg.cameras)} camera(s), decoding with {image_codec.bridge_name()}")
+            f"{self._batching()}), {len(cfg.cameras)} camera(s), decoding with {image_codec.bridge_name()}, "
+            f"first inference (warm-up) {warm_ms:.0f} ms")
         return SUCCESS
+
+    def _warm_up(self) -> float:
+        """One inference on a black frame at the graph's size, in configure: the first camera
+        frame then does not pay the backend's first-run cost (allocations, kernel selection;
+        long for TensorRT and CUDA), and a model that loads but cannot run fails configure."""
+        height, width = self.predictor.metadata.input_size
+        start = time.perf_counter()
+        self.predictor(np.zeros((height, width, 3), np.uint8))
+        return (time.perf_counter() - start) * 1e3
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         cfg = self.config
@@ -245,10 +257,12 @@ class PerceptionNode(LifecycleNode):
         drawn = lazy_outputs(pubs)
         for kind, msg in outputs.frame_messages(frame.image, pred, frame.header, drawn, self._style):
             pubs[kind].publish(msg)
-        shift = None
-        mean_conf = mean_confidence(pred.confidence) if pred.confidence is not None else None
-        if pred.mask is not None and cfg.domain_shift.enabled:
-            shift = self._monitors[frame.camera].update(pred.confidence, pred.mask)
+        shift, mean_conf = None, None
+        if pred.confidence is not None and pred.mask is not None and cfg.domain_shift.enabled:
+            monitor = self._monitors[frame.camera]
+            shift, mean_conf = monitor.update(pred.confidence, pred.mask), monitor.frame_confidence
+        elif pred.confidence is not None:
+            mean_conf = mean_confidence(pred.confidence)
         self._stats[frame.camera].published(model_ms, self._e2e_ms(frame), mean_conf, shift, drawn)
 
     def _e2e_ms(self, frame: Frame) -> float:

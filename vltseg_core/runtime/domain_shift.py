@@ -173,6 +173,11 @@ class ShiftMonitor:
         self.state = ShiftState(mean_conf, low, div, len(self._figures), shifted, reasons)
         return self.state
 
+    @property
+    def frame_confidence(self) -> float:
+        """The mean confidence of the latest frame (the running means are in :attr:`state`)."""
+        return self._figures[-1][0] if self._figures else float("nan")
+
     def reset(self) -> None:
         self._figures.clear()
         self._mixes.clear()
