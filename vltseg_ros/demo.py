@@ -43,7 +43,7 @@ def demo_checkpoint(args: argparse.Namespace) -> Path:
     if not ckpt.is_file():
         from vltseg_core.demo import run_demo
 
-        log(f"no demo checkpoint at {ckpt}: training configs/demo.yaml (a few minutes on a CPU)")
+        log(f"no demo checkpoint at {ckpt}: training configs/demo.yaml (5-10 minutes on a 2-core CPU)")
         run_demo(None, ckpt.parent, (), args.frames)
     return ckpt
 
