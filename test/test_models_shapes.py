@@ -97,9 +97,13 @@ def test_single_map_pyramid_and_patch14_resize() -> None:
 def test_patch8_encoder_gives_the_pyramid_exact_strides(monkeypatch: pytest.MonkeyPatch) -> None:
     """The demo's finer grid: a patch-8 tiny trunk, pyramid levels built one octave lower with
     no resize (a resize would hide a wrong scale op), and a model that runs end to end."""
-    resized = []
-    real = torch.nn.functional.interpolate
-    monkeypatch.setattr(torch.nn.functional, "interpolate", lambda x, *a, **k: resized.append(x.shape) or real(x, *a, **k))
+    resized, real = [], F.interpolate
+
+    def spy(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        resized.append(x.shape)
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(F, "interpolate", spy)
     model = build_model("vltseg_tiny_m2f", num_classes=5, patch_size=8).eval()
     assert model.encoder.patch_size == 8
     x = model.preprocess(torch.randint(0, 256, (1, 3, 64, 128), dtype=torch.uint8))

@@ -127,9 +127,10 @@ def create_trunk(
     """Build the timm trunk for an open_clip tower name, accepting any input size.
 
     ``embed_dim``/``depth``/``num_heads``/``patch_size`` override the architecture (tiny
-    presets use the same trunk classes with few blocks; the demo a finer patch grid). ``quick_gelu`` selects QuickGELU, which the
-    original OpenAI CLIP weights were trained with (open_clip's plain ``ViT-*`` configs
-    use exact GELU; its ``*-quickgelu`` configs and ``pretrained='openai'`` use QuickGELU).
+    presets use the same trunk classes with few blocks; the demo a finer patch grid).
+    ``quick_gelu`` selects QuickGELU, which the original OpenAI CLIP weights were trained with
+    (open_clip's plain ``ViT-*`` configs use exact GELU; its ``*-quickgelu`` configs and
+    ``pretrained='openai'`` use QuickGELU).
     """
     spec = trunk_spec(clip_name)
     kwargs: dict = dict(pretrained=False, dynamic_img_size=True, num_classes=0,
