@@ -45,7 +45,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from vltseg_ros import image_codec  # noqa: E402
-from vltseg_ros.processes import stop_group  # noqa: E402
+from vltseg_ros.processes import sigint_for_children, stop_group  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -368,6 +368,7 @@ def bench_rss(bench: Bench, args: argparse.Namespace, out: Path) -> dict:
 
 
 def main() -> None:
+    sigint_for_children()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help="ONNX export (latency, age, rss, batching)")
     parser.add_argument("--checkpoint", type=Path, help="torch checkpoint (batching, beside the ONNX export)")

@@ -12,6 +12,14 @@ from pathlib import Path
 import pytest
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Started as a background job (`bash .ci/run &`), pytest ignores SIGINT, and so would every
+    process the tests start: `ros2 launch` could not be stopped by the SIGINT the tests send."""
+    from vltseg_ros.processes import sigint_for_children
+
+    sigint_for_children()
+
+
 def _ros_available() -> str | None:
     try:
         import rclpy  # noqa: F401

@@ -184,3 +184,22 @@ def test_ros2_finds_the_package_and_its_executable() -> None:
     prefix = subprocess.run([str(ROS2), "pkg", "prefix", "--share", "vltseg_ros"], env=env,
                             capture_output=True, text=True, timeout=60).stdout.strip()
     assert {p.name for p in Path(prefix).iterdir()} >= {"launch", "config", "rviz", "package.xml"}
+
+
+def test_children_of_a_background_job_can_be_interrupted() -> None:
+    """A parent started with SIGINT ignored (a shell's `cmd &`) passes the ignore on to what it
+    starts, so `ros2 launch` would not stop on SIGINT; `sigint_for_children` (called by the demo,
+    the bench and this suite) gives children the default action back."""
+    import subprocess
+
+    probe = "import signal; print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)"
+    parent = ("import signal, subprocess, sys\n"
+              "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+              "from vltseg_ros.processes import sigint_for_children\n"
+              "if sys.argv[1] == 'reset':\n    sigint_for_children()\n"
+              f"subprocess.run([sys.executable, '-c', {probe!r}], check=True)\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    child_ignores = {mode: subprocess.run([sys.executable, "-c", parent, mode], env=env, capture_output=True,
+                                          text=True, check=True).stdout.strip()
+                     for mode in ("keep", "reset")}
+    assert child_ignores == {"keep": "True", "reset": "False"}

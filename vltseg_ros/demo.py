@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from vltseg_ros.processes import stop_group
+from vltseg_ros.processes import sigint_for_children, stop_group
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -140,6 +140,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from vltseg_ros import qos
     from vltseg_ros.live_eval import TABLE_HEAD, LiveEvaluator, format_row
 
+    sigint_for_children()  # the node and camera are stopped with SIGINT, even from `demo &`
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     onnx = demo_export(demo_checkpoint(args), Path(args.calibration) if args.calibration else None)
