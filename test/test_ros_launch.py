@@ -203,3 +203,28 @@ def test_children_of_a_background_job_can_be_interrupted() -> None:
                                           text=True, check=True).stdout.strip()
                      for mode in ("keep", "reset")}
     assert child_ignores == {"keep": "True", "reset": "False"}
+
+
+def test_synthetic_camera_waits_for_its_subscribers(ros_context, ros_domain, tmp_path) -> None:
+    """With `wait_for_subscribers` the demo's camera streams only once every output is matched,
+    so a scorer that joins late still gets the first frames (best effort and volatile would drop
+    them); its one-second drive is over long before the subscriber here joins."""
+    from std_msgs.msg import Header
+    from sensor_msgs.msg import Image
+
+    from ros_nodes import best_effort
+
+    with ros_session(ros_context, ros_domain, tmp_path) as (procs, listener):
+        cmd = [sys.executable, "-m", "vltseg_ros.synthetic_camera", "--ros-args", "-p", "domains:=[clear]",
+               "-p", "unique_frames:=1", "-p", "seconds_per_domain:=1.0", "-p", "rate:=5.0", "-p", "width:=64",
+               "-p", "height:=32", "-p", "wait_for_subscribers:=60.0"]
+        camera = procs.start(cmd, tmp_path / "camera.log")
+        time.sleep(4.0)  # rendered and (without the wait) streamed by now
+        assert camera.poll() is None, procs.log(camera)[-2000:]
+        listener.subscribe("domain", Header, "/camera/domain", 10)
+        listener.subscribe("gt", Image, "/camera/ground_truth", best_effort())
+        listener.subscribe("image", Image, "/camera/image_raw", best_effort())
+        camera.wait(30)
+        time.sleep(0.5)
+        assert [m.frame_id for m in listener.got("domain")] == ["clear"] * 5, procs.log(camera)[-2000:]
+        assert len(listener.got("gt")) == len(listener.got("image")) == 5

@@ -113,7 +113,8 @@ def start_node(procs: Procs, onnx: Path, env: dict[str, str]) -> str:
 
 def camera_cmd(args: argparse.Namespace) -> list[str]:
     params = {"rate": float(args.rate), "seconds_per_domain": float(args.seconds_per_domain),
-              "width": int(args.width), "height": int(args.height), "unique_frames": int(args.unique_frames)}
+              "width": int(args.width), "height": int(args.height), "unique_frames": int(args.unique_frames),
+              "wait_for_subscribers": 60.0}  # every frame of the drive is scored, the first ones too
     cmd = [sys.executable, "-m", "vltseg_ros.synthetic_camera", "--ros-args"]
     for key, value in params.items():
         cmd += ["-p", f"{key}:={value}"]
@@ -157,6 +158,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         how = start_node(procs, onnx, env)
         log(f"perception node: {how}, model {onnx}")
         wait_until(lambda: spin() or node.count_subscribers("/camera/image_raw") > 0, 120, "the node", procs)
+        wait_until(lambda: spin() or evaluator.outputs_matched(), 60, "the node's masks to reach the monitor", procs)
         log(f"camera: {args.seconds_per_domain:.0f} s per domain at {args.rate:g} Hz, {args.width}x{args.height}, "
             "best effort; rendering first")
         camera = procs.start("camera", camera_cmd(args), env)

@@ -79,10 +79,15 @@ class LiveEvaluator:
         sub(Header, f"{camera}/domain", self._on_domain, 50)
         sub(Image, f"{camera}/ground_truth", lambda m: self._keep(m, "gt"), sensor)
         sub(Image, f"{camera}/image_raw", lambda m: self._keep(m, "input"), sensor)
-        sub(Image, f"{outputs}/segmentation", lambda m: self._keep(m, "mask", time.time_ns()), sensor)
+        self._masks = sub(Image, f"{outputs}/segmentation", lambda m: self._keep(m, "mask", time.time_ns()), sensor)
         sub(Image, f"{outputs}/segmentation_color", lambda m: self._keep(m, "overlay"), sensor)
         sub(Image, f"{outputs}/confidence", lambda m: self._keep(m, "confidence"), sensor)
         sub(DiagnosticArray, "/diagnostics", self._on_diagnostics, 20)
+
+    def outputs_matched(self) -> bool:
+        """Whether the node's masks reach this subscriber yet (DDS endpoints matched): a mask
+        published before that is lost, so the demo starts the camera only after it."""
+        return self._masks.get_publisher_count() > 0
 
     def _on_domain(self, msg: Header) -> None:
         with self.lock:
