@@ -45,6 +45,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from vltseg_ros import image_codec  # noqa: E402
+from vltseg_ros.diagnostics import values_of  # noqa: E402
 from vltseg_ros.processes import sigint_for_children, stop_group  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -127,7 +128,7 @@ class Bench:
     def _keep_diagnostics(self, msg: DiagnosticArray) -> None:
         with self.lock:
             for status in msg.status:
-                self.diagnostics[status.hardware_id] = {kv.key: kv.value for kv in status.values}
+                self.diagnostics[status.hardware_id] = values_of(status)
 
     def node_model_ms(self, camera: str) -> float:
         """The node's own model latency p50 (its diagnostics) while it works under the stream."""

@@ -131,12 +131,14 @@ class Listener:
 
     def status(self, suffix: str) -> dict[str, str] | None:
         """Values of the newest DiagnosticStatus whose name ends with `suffix` (e.g. ': camera')."""
+        from vltseg_ros.diagnostics import values_of
+
         for array in reversed(self.got("diagnostics")):
             for status in array.status:
                 if status.name.endswith(suffix):
                     return {"level": int.from_bytes(status.level, "little") if isinstance(status.level, bytes)
                             else int(status.level), "message": status.message,
-                            **{kv.key: kv.value for kv in status.values}}
+                            **values_of(status)}
         return None
 
     def close(self) -> None:

@@ -22,6 +22,7 @@ from std_msgs.msg import Header
 
 from vltseg_core.evaluation.metrics import ConfusionMatrix
 from vltseg_ros.bag.types import stamp_ns
+from vltseg_ros.diagnostics import values_of
 from vltseg_ros.image_codec import decode, plane
 
 PENDING_LIMIT = 200  # unpaired stamps kept (older ones are forgotten)
@@ -145,7 +146,7 @@ class LiveEvaluator:
                 return
             for status in msg.status:
                 if status.name.endswith(": camera"):
-                    values = {kv.key: kv.value for kv in status.values}
+                    values = values_of(status)
                     self.domains[self.current].shift_states.append(values.get("domain_shift_state", "off"))
 
     def rows(self) -> list[dict[str, Any]]:

@@ -104,13 +104,15 @@ class Recorder:
             self.label_info = msg
 
     def _on_diagnostics(self, msg: Any) -> None:
+        from vltseg_ros.diagnostics import values_of
+
         now = time.monotonic_ns()
         with self.lock:
             if self.closed:
                 return
             for status in msg.status:
                 if status.name.endswith(": camera") or status.name.endswith(f"{NODE}: camera"):
-                    self.last_diagnostics = {kv.key: kv.value for kv in status.values}
+                    self.last_diagnostics = values_of(status)
             if self.published:
                 last = max(self.published, key=lambda s: self.published[s][1])
                 self.bag_out.write("/diagnostics", self._bag_time(last, now), msg)
