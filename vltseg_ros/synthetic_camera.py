@@ -95,6 +95,7 @@ class SyntheticCamera(Node):
                     i += 1
                     next_at += period
                     stop.wait(max(0.0, next_at - time.monotonic()))
+                self.get_logger().info(f"streamed {i} {domain} frames")
             if not self.p["loop"]:
                 return
 
