@@ -111,7 +111,7 @@ class Recorder:
             if self.closed:
                 return
             for status in msg.status:
-                if status.name.endswith(": camera") or status.name.endswith(f"{NODE}: camera"):
+                if status.name.endswith(": camera"):
                     self.last_diagnostics = values_of(status)
             if self.published:
                 last = max(self.published, key=lambda s: self.published[s][1])
