@@ -55,6 +55,12 @@ eval:
         select_targets(cfg, ["rain"])
 
 
+def test_unquoted_off_is_the_word_not_a_boolean(tmp_path: Path) -> None:
+    """YAML 1.1 reads `off` as false; `train.amp=off` on a command line still means "off"."""
+    assert load_config(_write(tmp_path, "train: {amp: off}"), []).train.amp == "off"
+    assert load_config(_write(tmp_path, ""), ["train.amp=off"]).train.amp == "off"
+
+
 @pytest.mark.parametrize(
     ("text", "overrides", "message"),
     [
@@ -63,6 +69,7 @@ eval:
         ("train: {iters: ten}", [], "train.iters: expected int, got 'ten'"),
         ("", ["train.iters=0"], r"train.iters: must be > 0, got 0"),
         ("", ["train.amp=fp8"], r"train.amp: expected one of \['off', 'bf16', 'fp16', 'auto'\]"),
+        ("", ["train.amp=yes"], r"train.amp: expected one of \['off', 'bf16', 'fp16', 'auto'\], got True"),
         ("", ["data.crop_size=[1,2,3]"], "data.crop_size: expected 2 values"),
         ("", ["train.deterministic=maybe"], "train.deterministic: expected bool"),
         ("", ["train.iters"], "not of the form key.sub=value"),
