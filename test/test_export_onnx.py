@@ -186,6 +186,20 @@ def test_onnxruntime_target_fuses_the_encoder_attention() -> None:
     assert read_metadata(portable).target == "portable"
 
 
+def test_window_attention_exports_fused_with_padding(tmp_path: Path) -> None:
+    """ViTDet-style windows (a 3-token window on the 8x16 grid: padded to 9x18) export with
+    parity (checked inside) and one fused attention per window call: 2 per windowed block
+    (windows, class token) and 1 for the global block."""
+    from vltseg_core.export.cli import export_checkpoint
+    from vltseg_core.models import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model("vltseg_tiny_m2f", NUM_CLASSES, window_size=3, global_blocks=(3,))
+    save_checkpoint(model, tmp_path / "windowed.pt")
+    (path,) = export_checkpoint(tmp_path / "windowed.pt", "onnx", tmp_path / "windowed.onnx", fp16=False)
+    assert _domains(path).get("com.microsoft.MultiHeadAttention") == 2 * 3 + 1
+
+
 def test_eva02_attention_with_rotary_embedding_exports_fused(tmp_path: Path) -> None:
     from vltseg_core.models import build_model
     from vltseg_core.runtime.checkpoint import metadata_for

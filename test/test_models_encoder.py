@@ -232,3 +232,53 @@ def test_read_state_dict_formats(tmp_path) -> None:
     torch.save({"epoch": 1}, tmp_path / "junk.pt")
     with pytest.raises(ValueError, match="not a state dict"):
         read_state_dict(tmp_path / "junk.pt")
+
+
+def _windowed_encoder(window_size: int, global_blocks: tuple[int, ...] = ()) -> ViTEncoder:
+    torch.manual_seed(0)
+    trunk = create_trunk("ViT-B-16", embed_dim=32, depth=2, num_heads=2, patch_size=8)
+    return ViTEncoder(trunk, (0, 1), "clip", window_size=window_size, global_blocks=global_blocks).eval()
+
+
+def test_window_attention_runs_the_block_on_each_window() -> None:
+    """A windowed block equals the plain block run on each ``w x w`` window by hand (and on
+    the class token alone)."""
+    enc = _windowed_encoder(2)
+    block, tokens = enc.trunk.blocks[0], torch.randn(2, 1 + 4 * 6, 32)
+    with torch.no_grad():
+        out = enc._windowed(block, tokens, 4, 6)
+        grid = out[:, 1:].reshape(2, 4, 6, 32)
+        torch.testing.assert_close(out[:, :1], block(tokens[:, :1]))
+        for r in (0, 2):
+            for c in (0, 2, 4):
+                window = tokens[:, 1:].reshape(2, 4, 6, 32)[:, r:r + 2, c:c + 2].reshape(2, 4, 32)
+                torch.testing.assert_close(grid[:, r:r + 2, c:c + 2].reshape(2, 4, 32), block(window))
+        # a window larger than the grid is the whole grid (no padding tokens to attend to)
+        whole = _windowed_encoder(8)._windowed(block, tokens, 4, 6)
+        torch.testing.assert_close(whole[:, 1:], block(tokens[:, 1:]))
+
+
+def test_window_attention_keeps_windows_apart_until_a_global_block() -> None:
+    x = torch.randn(1, 3, 32, 48)  # 4 x 6 tokens: 2 x 3 windows of 2 x 2
+    y = x.clone()
+    y[..., 16:, 32:] += 1  # the pixels of the last window only
+    expected = torch.zeros(4, 6, dtype=torch.bool)
+    expected[2:, 4:] = True
+    with torch.no_grad():
+        windowed, mixed = _windowed_encoder(2), _windowed_encoder(2, global_blocks=(1,))
+        changed = (windowed(x)[1] - windowed(y)[1]).abs().amax(1)[0] > 1e-6
+        assert torch.equal(changed, expected)
+        assert ((mixed(x)[1] - mixed(y)[1]).abs().amax(1)[0] > 1e-6).all()
+        # a grid that is no multiple of the window is padded and cropped back: 5 x 7 tokens
+        assert [tuple(o.shape) for o in windowed(torch.randn(1, 3, 40, 56))] == [(1, 32, 5, 7)] * 2
+        assert [tuple(o.shape) for o in _windowed_encoder(4)(torch.randn(2, 3, 24, 56))] == [(2, 32, 3, 7)] * 2
+
+
+def test_window_attention_arguments_fail_clearly() -> None:
+    with pytest.raises(ValueError, match="window_size -1"):
+        _windowed_encoder(-1)
+    with pytest.raises(ValueError, match="global_blocks"):
+        _windowed_encoder(2, global_blocks=(2,))
+    eva = create_trunk("EVA02-B-16", embed_dim=32, depth=1, num_heads=2)
+    with pytest.raises(ValueError, match="rotary"):
+        ViTEncoder(eva, (0,), "eva02", window_size=2)

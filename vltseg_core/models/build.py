@@ -44,6 +44,10 @@ class Preset:
     num_heads: int | None = None
     patch_size: int | None = None  # None: the tower's; 8 gives the CPU demo a finer grid
     drop_path_rate: float = 0.1
+    # 0: global attention in every block (the paper's); > 0: ViTDet-style windows of that many
+    # tokens a side in every block but `global_blocks` (see ViTEncoder)
+    window_size: int = 0
+    global_blocks: tuple[int, ...] = ()
     freeze_blocks: int = 0
     frozen_encoder: bool = False  # every encoder weight fixed and the trunk in eval mode
     # input normalisation: "pretraining" (the encoder's own: CLIP's for CLIP / EVA-02, 0.5/0.5
@@ -158,7 +162,8 @@ def build_from_preset(cfg: Preset, num_classes: int) -> VLTSeg:
                          patch_size=cfg.patch_size, drop_path_rate=cfg.drop_path_rate, quick_gelu=cfg.quick_gelu)
     if cfg.grad_checkpointing:
         trunk.set_grad_checkpointing(True)
-    encoder = ViTEncoder(trunk, cfg.out_indices, trunk_spec(cfg.encoder).family, cfg.freeze_blocks)
+    encoder = ViTEncoder(trunk, cfg.out_indices, trunk_spec(cfg.encoder).family, cfg.freeze_blocks,
+                         cfg.window_size, cfg.global_blocks)
     if cfg.frozen_encoder:
         encoder.freeze_all()
     if cfg.pretrained:

@@ -337,14 +337,26 @@ class ViTEncoder(nn.Module):
         out_indices: strictly increasing block indices whose outputs are returned.
         family: ``"clip"``, ``"eva02"``, ``"vit"`` or ``"dinov2"`` (which weights fit).
         freeze_blocks: freeze patch embedding + the first ``k`` blocks.
+        window_size: 0 (the paper's): every block attends over the whole grid. ``w > 0``:
+            ViTDet-style window attention, each block except ``global_blocks`` over
+            non-overlapping ``w x w`` token windows (a grid side longer than ``w`` zero-padded
+            to a multiple of it; the class token attends to itself there). Attention per block
+            costs ``N w^2`` instead of ``N^2`` for ``N`` tokens: for fine patch grids on CPU.
+        global_blocks: blocks that keep global attention when ``window_size > 0``.
     """
 
     def __init__(self, trunk: nn.Module, out_indices: Sequence[int], family: Family,
-                 freeze_blocks: int = 0) -> None:
+                 freeze_blocks: int = 0, window_size: int = 0,
+                 global_blocks: Sequence[int] = ()) -> None:
         super().__init__()
         out_indices = tuple(int(i) for i in out_indices)
         if list(out_indices) != sorted(set(out_indices)) or out_indices[-1] >= len(trunk.blocks):
             raise ValueError(f"out_indices {out_indices} must increase and be < depth {len(trunk.blocks)}")
+        if window_size < 0 or any(not 0 <= i < len(trunk.blocks) for i in global_blocks):
+            raise ValueError(f"window_size {window_size} must be >= 0 and global_blocks "
+                             f"{tuple(global_blocks)} within depth {len(trunk.blocks)}")
+        if window_size and getattr(trunk, "rope", None) is not None:
+            raise ValueError("window attention is not implemented for rotary-embedding trunks (EVA-02)")
         if not getattr(trunk, "dynamic_img_size", False):
             raise ValueError("build the trunk with dynamic_img_size=True (see create_trunk)")
         if getattr(trunk, "no_embed_class", False) or getattr(trunk, "reg_token", None) is not None \
@@ -356,6 +368,8 @@ class ViTEncoder(nn.Module):
         self.family = family
         self.patch_size: int = int(trunk.patch_embed.patch_size[0])
         self.embed_dim: int = int(trunk.embed_dim)
+        self.window_size = int(window_size)
+        self.global_blocks = frozenset(int(i) for i in global_blocks)
         self.freeze_blocks = 0
         self.freeze(freeze_blocks)
         self.load_report: LoadReport | None = None  # set by load_open_clip
@@ -385,13 +399,29 @@ class ViTEncoder(nn.Module):
         kwargs = {} if rope is None else {"rope": rope}
         outs = []
         for i, block in enumerate(t.blocks):
-            if t.grad_checkpointing and self.training:
+            if self.window_size and i not in self.global_blocks:
+                tokens = self._windowed(block, tokens, gh, gw)
+            elif t.grad_checkpointing and self.training:
                 tokens = checkpoint(block, tokens, use_reentrant=False, **kwargs)
             else:
                 tokens = block(tokens, **kwargs)
             if i in self.out_indices:  # drop the class token, tokens -> 2-D map
                 outs.append(tokens[:, 1:].reshape(b, gh, gw, c).permute(0, 3, 1, 2))
         return outs
+
+    def _windowed(self, block: nn.Module, tokens: Tensor, gh: int, gw: int) -> Tensor:
+        """One block over windows of the ``[B, 1+gh*gw, C]`` tokens (norms and MLP are per
+        token, so windowing the whole block windows its attention only). A window never
+        exceeds the grid: a grid smaller than it is one window, not padded."""
+        wh, ww, c = min(self.window_size, gh), min(self.window_size, gw), int(tokens.shape[-1])
+        hp, wp = -(-gh // wh) * wh, -(-gw // ww) * ww
+        grid = F.pad(tokens[:, 1:].reshape(-1, gh, gw, c), (0, 0, 0, wp - gw, 0, hp - gh))
+        windows = grid.reshape(-1, hp // wh, wh, wp // ww, ww, c).transpose(2, 3).reshape(-1, wh * ww, c)
+        run = (lambda x: checkpoint(block, x, use_reentrant=False)) \
+            if self.trunk.grad_checkpointing and self.training else block
+        windows = run(windows).reshape(-1, hp // wh, wp // ww, wh, ww, c).transpose(2, 3)
+        grid = windows.reshape(-1, hp, wp, c)[:, :gh, :gw].reshape(-1, gh * gw, c)
+        return torch.cat([run(tokens[:, :1]), grid], dim=1)
 
     def _pos_embed(self, gh: int, gw: int) -> Tensor:
         """Absolute position embedding for a ``gh x gw`` grid ``[1, 1+gh*gw, C]``: the
