@@ -401,10 +401,8 @@ class ViTEncoder(nn.Module):
         for i, block in enumerate(t.blocks):
             if self.window_size and i not in self.global_blocks:
                 tokens = self._windowed(block, tokens, gh, gw)
-            elif t.grad_checkpointing and self.training:
-                tokens = checkpoint(block, tokens, use_reentrant=False, **kwargs)
             else:
-                tokens = block(tokens, **kwargs)
+                tokens = self._run(block, tokens, **kwargs)
             if i in self.out_indices:  # drop the class token, tokens -> 2-D map
                 outs.append(tokens[:, 1:].reshape(b, gh, gw, c).permute(0, 3, 1, 2))
         return outs
@@ -417,11 +415,15 @@ class ViTEncoder(nn.Module):
         hp, wp = -(-gh // wh) * wh, -(-gw // ww) * ww
         grid = F.pad(tokens[:, 1:].reshape(-1, gh, gw, c), (0, 0, 0, wp - gw, 0, hp - gh))
         windows = grid.reshape(-1, hp // wh, wh, wp // ww, ww, c).transpose(2, 3).reshape(-1, wh * ww, c)
-        run = (lambda x: checkpoint(block, x, use_reentrant=False)) \
-            if self.trunk.grad_checkpointing and self.training else block
-        windows = run(windows).reshape(-1, hp // wh, wp // ww, wh, ww, c).transpose(2, 3)
+        windows = self._run(block, windows).reshape(-1, hp // wh, wp // ww, wh, ww, c).transpose(2, 3)
         grid = windows.reshape(-1, hp, wp, c)[:, :gh, :gw].reshape(-1, gh * gw, c)
-        return torch.cat([run(tokens[:, :1]), grid], dim=1)
+        return torch.cat([self._run(block, tokens[:, :1]), grid], dim=1)
+
+    def _run(self, block: nn.Module, tokens: Tensor, **kwargs: Any) -> Tensor:
+        """The block, recomputed in backward when the trunk asks for gradient checkpointing."""
+        if self.trunk.grad_checkpointing and self.training:
+            return checkpoint(block, tokens, use_reentrant=False, **kwargs)
+        return block(tokens, **kwargs)
 
     def _pos_embed(self, gh: int, gw: int) -> Tensor:
         """Absolute position embedding for a ``gh x gw`` grid ``[1, 1+gh*gw, C]``: the
