@@ -120,6 +120,34 @@ def test_cat_max_ratio_raises_acceptance():
     assert plain < 0.35 and retried > 0.9
 
 
+def test_focus_crops_hold_a_focus_pixel_at_the_border_and_default_is_mmseg():
+    """A person in the frame's corner: uniform windows rarely see it, focus windows always
+    do when drawn (focus_prob 1); focus_prob 0 draws exactly mmseg's windows."""
+    seg = np.ones((64, 256), np.uint8)
+    seg[50:60, 2:6] = 11
+    sample = {"sem_seg": seg, "boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0)}
+    img = np.zeros((64, 256, 3), np.uint8)
+
+    def hits(crop: RandomCrop) -> float:
+        return float(np.mean([(crop(img, dict(sample), np.random.default_rng(s))[1]["sem_seg"]
+                               == 11).any() for s in range(200)]))
+
+    assert hits(RandomCrop((64, 64), 1.0)) < 0.15
+    focus = RandomCrop((64, 64), 1.0, focus_classes=(11, 12), focus_prob=1.0)
+    assert hits(focus) == 1.0
+    assert {focus(img, dict(sample), np.random.default_rng(s))[1]["sem_seg"].shape
+            for s in range(20)} == {(64, 64)}
+    half = RandomCrop((64, 64), 1.0, focus_classes=(11,), focus_prob=0.5)
+    assert 0.35 < hits(half) < 0.7
+    absent = RandomCrop((64, 64), 1.0, focus_classes=(12,), focus_prob=1.0)
+    assert 0 < hits(absent) < 0.15  # no rider in the frame: a uniform window instead
+    for s in range(20):
+        a = RandomCrop((64, 64), 0.75)(img, dict(sample), np.random.default_rng(s))
+        b = RandomCrop((64, 64), 0.75, focus_classes=(11,), focus_prob=0.0)(
+            img, dict(sample), np.random.default_rng(s))
+        assert np.array_equal(a[1]["sem_seg"], b[1]["sem_seg"])
+
+
 def test_ignore_pixels_do_not_count():
     rule = RandomCrop((4, 4), 0.75)
     seg = np.full((4, 4), 255, np.uint8)

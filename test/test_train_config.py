@@ -74,6 +74,8 @@ def test_unquoted_off_is_the_word_not_a_boolean(tmp_path: Path) -> None:
         ("", ["train.deterministic=maybe"], "train.deterministic: expected bool"),
         ("", ["train.iters"], "not of the form key.sub=value"),
         ("", ["train.warmup_iters=6000"], r"train.warmup_iters: must be in \[0, train.iters\)"),
+        ("", ["data.focus_prob=1.5"], r"data.focus_prob: must be in \[0, 1\], got 1.5"),
+        ("", ["data.focus_classes=[11,300]"], r"data.focus_classes: must be train ids"),
         ("eval: {targets: [{name: acdc}]}", [], "eval.targets\\[0\\]: missing required key 'root'"),
         ("- a\n- b\n", [], "top level must be a mapping"),
         ("_base_: nope.yaml\n", [], "config file not found"),

@@ -118,11 +118,28 @@ class RandomCrop:
     size: tuple[int, int] = (512, 512)  # (h, w)
     cat_max_ratio: float = 0.75
     ignore_index: int = IGNORE_INDEX
+    # class-aware crops (not in mmseg): with probability ``focus_prob`` the window holds a
+    # pixel of one of ``focus_classes`` drawn at random, at a random place in the window.
+    # Uniform windows see the frame's borders least, where near persons and poles stand
+    focus_classes: tuple[int, ...] = ()
+    focus_prob: float = 0.0
 
     def window(self, h: int, w: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
         oy = int(rng.integers(0, max(h - self.size[0], 0) + 1))
         ox = int(rng.integers(0, max(w - self.size[1], 0) + 1))
         return oy, min(oy + self.size[0], h), ox, min(ox + self.size[1], w)
+
+    def focus_window(self, seg: np.ndarray, rng: np.random.Generator
+                     ) -> tuple[int, int, int, int] | None:
+        """A window around a random pixel of a focus class, or None when none is present."""
+        ys, xs = np.nonzero(np.isin(seg, self.focus_classes))
+        if not len(ys):
+            return None
+        i = int(rng.integers(len(ys)))
+        (h, w), (ch, cw) = seg.shape, self.size
+        oy = int(np.clip(ys[i] - rng.integers(ch), 0, max(h - ch, 0)))
+        ox = int(np.clip(xs[i] - rng.integers(cw), 0, max(w - cw, 0)))
+        return oy, min(oy + ch, h), ox, min(ox + cw, w)
 
     def acceptable(self, seg: np.ndarray) -> bool:
         cnt = np.bincount(seg.ravel(), minlength=256)
@@ -132,6 +149,9 @@ class RandomCrop:
 
     def __call__(self, image, target, rng):
         h, w = image.shape[:2]
+        if (self.focus_prob > 0 and "sem_seg" in target and rng.random() < self.focus_prob
+                and (box := self.focus_window(target["sem_seg"], rng)) is not None):
+            return crop(image, target, box)
         y0, y1, x0, x1 = self.window(h, w, rng)
         if self.cat_max_ratio < 1.0 and "sem_seg" in target:
             for _ in range(10):
@@ -244,6 +264,8 @@ def train_transforms(
     flip_prob: float = 0.5,
     photometric: bool = True,
     keep_ratio: bool = True,
+    focus_classes: Sequence[int] = (),
+    focus_prob: float = 0.0,
 ) -> Compose:
     """mmseg's pipeline ``RandomResize -> RandomCrop -> RandomFlip -> PhotoMetricDistortion``;
     crop is (h, w), ``scale`` as in :class:`RandomResize`. Nothing is padded here: crops
@@ -254,7 +276,8 @@ def train_transforms(
     (exact size) then 512x512 crops; Cityscapes ``Resize((2048, 1024))`` then 1024x1024 crops.
     """
     steps: list[Transform] = [RandomResize(scale, ratio_range, keep_ratio),
-                              RandomCrop(crop_size, cat_max_ratio), RandomFlip(flip_prob)]
+                              RandomCrop(crop_size, cat_max_ratio, focus_classes=tuple(focus_classes),
+                                         focus_prob=focus_prob), RandomFlip(flip_prob)]
     if photometric:
         steps.append(PhotoMetricDistortion())
     return Compose(steps)

@@ -89,6 +89,9 @@ class DataConfig:
     keep_ratio: bool = True
     crop_size: tuple[int, int] = (512, 512)  # (H, W)
     cat_max_ratio: float = 0.75
+    # class-aware crops: this share of crops holds a pixel of one of focus_classes (train ids)
+    focus_classes: tuple[int, ...] = ()
+    focus_prob: float = 0.0
     flip: bool = True
     photometric: bool = True
     batch_size: int = 16  # global batch per optimizer step (split over ranks and accumulation)
@@ -341,6 +344,9 @@ def _range_checks(cfg: Config) -> list[tuple[str, Any, bool, str]]:
         ("train.warmup_iters", t.warmup_iters, t.poly_begin is None or t.warmup_iters == 0,
          "0 with train.poly_begin (mmengine's PolyLR has no warm-up)"),
         ("data.cat_max_ratio", d.cat_max_ratio, 0 < d.cat_max_ratio <= 1, "in (0, 1]"),
+        ("data.focus_prob", d.focus_prob, 0 <= d.focus_prob <= 1, "in [0, 1]"),
+        ("data.focus_classes", d.focus_classes, all(0 <= c < 255 for c in d.focus_classes),
+         "train ids in [0, 255)"),
         ("eval.crop_size", e.crop_size, min(e.crop_size) > 0, "positive"),
         ("eval.stride", e.stride, min(e.stride) > 0, "positive"),
         ("eval.targets", [s.title for s in e.targets],

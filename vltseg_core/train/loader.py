@@ -46,6 +46,7 @@ def train_transform(cfg: DataConfig) -> Any:
         crop_size=cfg.crop_size, scale=cfg.scale, ratio_range=cfg.ratio_range,
         cat_max_ratio=cfg.cat_max_ratio, flip_prob=0.5 if cfg.flip else 0.0,
         photometric=cfg.photometric, keep_ratio=cfg.keep_ratio,
+        focus_classes=cfg.focus_classes, focus_prob=cfg.focus_prob,
     )
 
 
