@@ -235,7 +235,7 @@ def populate(c: Ctx) -> list[Item]:
         for z in _spaced(c, 3.0, 60.0, 6.0, 20.0):
             kind = ("plain", "lamp", "light", "sign", "light", "sign")[int(rng.integers(6))]
             add(z, pole, s * (kerb + 0.35), z, kind)
-        for z in rng.uniform(3.0, 20.0, int(rng.poisson(5.0))):
+        for z in rng.uniform(3.0, 20.0, int(rng.poisson(8.0))):  # v4: 8 (v3: 5) per sidewalk
             add(z, person, s * (kerb + walk * rng.uniform(0.2, 0.8)), z)
         if rng.random() < 0.7:
             for z in _spaced(c, 3.0, 45.0, 6.0, 12.0)[: int(rng.integers(1, 5))]:
