@@ -119,8 +119,9 @@ class RandomCrop:
     cat_max_ratio: float = 0.75
     ignore_index: int = IGNORE_INDEX
     # class-aware crops (not in mmseg): with probability ``focus_prob`` the window holds a
-    # pixel of one of ``focus_classes`` drawn at random, at a random place in the window.
-    # Uniform windows see the frame's borders least, where near persons and poles stand
+    # pixel of one of ``focus_classes`` drawn at random, at a random place in the window, and
+    # is kept without cat_max_ratio re-draws. Uniform windows see the frame's borders least,
+    # where near persons and poles stand
     focus_classes: tuple[int, ...] = ()
     focus_prob: float = 0.0
 
